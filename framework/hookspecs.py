@@ -1,0 +1,176 @@
+"""Every hook salesmgr calls, in the order a sync meets them.  This is the one place they are
+documented; `docs/plugins.md` follows it (a test checks that it names every hook here).
+
+A plugin writes::
+
+    from salesmgr import hookimpl
+
+    @hookimpl
+    def salesmgr_register_policies(register):
+        register(MyPolicy())
+
+Hooks named ``salesmgr_register_*`` collect: every plugin's implementation is called with a
+``register`` callback and may call it any number of times.  Hooks marked *first result wins* stop
+at the first implementation that returns something other than ``None``; use
+``@hookimpl(tryfirst=True)`` to run before the built-ins, never rely on registration order.
+Cross-cutting work (timing, tracing) belongs in ``@hookimpl(wrapper=True)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+
+    from salesmgr.fields import Field, RecordType
+    from salesmgr.merge import Conflict, FieldMerge, FieldOutcome, MergeReport, MergeSession
+    from salesmgr.model import Pipeline, Record
+    from salesmgr.registry import Codec, MergePolicy, Transport
+
+PROJECT = "salesmgr"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# --- 1. Start-up: what exists ----------------------------------------------------------------
+
+
+@hookspec
+def salesmgr_register_record_types(register: Callable[[RecordType], None]) -> None:
+    """Declare record types.
+
+    Called once when the registry is built, before any file is read.  ``register(record_type)``
+    adds a `salesmgr.fields.RecordType`; a name registered twice is an error.  Returns nothing.
+    The built-in ``opportunity`` and ``activity`` types come from `salesmgr.builtin_records`.
+    """
+
+
+@hookspec
+def salesmgr_register_fields(register: Callable[[str, Field], None]) -> None:
+    """Add fields to record types declared by someone else.
+
+    Called once after every record type is registered.  ``register(type_name, field)`` appends a
+    `salesmgr.fields.Field` to that type (an unknown type or a duplicate field name is an error).
+    Files written with the field keep it on machines without the plugin.  Returns nothing.
+    """
+
+
+@hookspec
+def salesmgr_register_codecs(register: Callable[[Codec], None]) -> None:
+    """Declare file codecs.
+
+    Called once when the registry is built.  ``register(codec)`` adds a `salesmgr.registry.Codec`
+    identified by format name and major version; reading picks the codec whose ``sniff`` accepts
+    the file's first bytes, saving uses the newest version of the ``pipeline`` format.
+    Returns nothing.
+    """
+
+
+@hookspec
+def salesmgr_register_transports(register: Callable[[Transport], None]) -> None:
+    """Declare transports.
+
+    Called once when the registry is built.  ``register(transport)`` adds a
+    `salesmgr.registry.Transport` for one URL scheme (``tcp``, ``serial``, ``folder``...);
+    ``salesmgr sync --from URL`` picks the transport by the URL's scheme.  Returns nothing.
+    """
+
+
+@hookspec
+def salesmgr_register_policies(register: Callable[[MergePolicy], None]) -> None:
+    """Declare merge policies.
+
+    Called once when the registry is built.  ``register(policy)`` adds a
+    `salesmgr.registry.MergePolicy` under its ``name`` (``--policy NAME``).  Returns nothing.
+    """
+
+
+@hookspec
+def salesmgr_register_commands(cli: click.Group) -> None:
+    """Add sub-commands to the ``salesmgr`` command line.
+
+    Called once when the command line starts, with the top-level click group; add commands with
+    ``cli.add_command`` or the ``@cli.command()`` decorator.  Returns nothing.
+    """
+
+
+# --- 2. Merge: collect, match, merge fields, resolve, validate, report -------------------------
+
+
+@hookspec(firstresult=True)
+def salesmgr_collect_changes(replica: Pipeline, since: Mapping[str, int]) -> list[Record] | None:
+    """Find what ``replica`` changed that a peer with knowledge ``since`` has not seen.
+
+    Called once per side at the start of every merge and sync.  ``since`` maps replica ids to the
+    highest counter the peer has seen.  Returns the records (live or deleted) that hold at least one
+    write the peer lacks.  First result wins; the built-in scans every record's versions.
+    """
+
+
+@hookspec(firstresult=True)
+def salesmgr_match_records(session: MergeSession) -> list[tuple[str, str]] | None:
+    """Pair the desktop's records with the device's.
+
+    Called once per merge after changes are collected.  ``session`` holds both pipelines and the
+    changes of each side.  Returns ``(desktop_id, device_id)`` pairs to merge field by field;
+    a record in no pair is taken as it is.  First result wins; the built-in pairs equal ids.
+    """
+
+
+@hookspec(firstresult=True)
+def salesmgr_merge_field(session: MergeSession, item: FieldMerge) -> FieldOutcome | None:
+    """Decide one field of a matched record pair whose two versions differ.
+
+    Called for every field whose dot differs between the two sides.  ``item`` carries the field's
+    name, both values and dots, and the record type.  Returns a `salesmgr.merge.FieldOutcome`
+    (take a side, a merged value, or a conflict for the policy).  First result wins; the built-ins
+    are the causal rule (a write the other side has seen is superseded) and a three-way line merge
+    (merge3) for free-text fields such as ``notes``.
+    """
+
+
+@hookspec(firstresult=True)
+def salesmgr_resolve_conflict(
+    session: MergeSession, conflict: Conflict, policy: MergePolicy
+) -> FieldOutcome | None:
+    """Decide a true conflict: both sides changed the same field (or record) differently.
+
+    Called once per conflict with the policy chosen by ``--policy``.  Returns the outcome; the
+    losing value is written to the conflict log whatever decides.  First result wins; the
+    built-in asks ``policy.resolve(conflict)``, so a plugin can override single conflicts here.
+    """
+
+
+@hookspec
+def salesmgr_validate_merged(session: MergeSession, record: Record) -> list[str] | None:
+    """Check a record the merge produced.
+
+    Called for every record whose merged content differs from either side, before anything is
+    written.  Returns a list of warnings (shown in the report), or None.  All results are kept.
+    """
+
+
+@hookspec
+def salesmgr_merge_report(session: MergeSession, report: MergeReport) -> None:
+    """Look at the finished merge before either file is written.
+
+    Called once per merge (and per ``--dry-run``).  ``report`` counts records added, changed and
+    deleted each way and lists every conflict and how it was decided.  Returns nothing.
+    """
+
+
+# --- 3. Sync sessions: progress and tracing ----------------------------------------------------
+
+
+@hookspec
+def salesmgr_sync_event(stage: str, info: Mapping[str, Any]) -> None:
+    """Hear how a sync session is going.
+
+    Called by both ends of a session at each stage: ``hello``, ``authenticated``, ``batch``
+    (``info`` has ``records`` and ``bytes`` so far), ``merged``, ``committed``, ``failed``.
+    Returns nothing; progress bars and traces are built on it.
+    """

@@ -1,0 +1,1 @@
+"""Built-in merge rules (filled in by the merge engine)."""

@@ -1,0 +1,209 @@
+"""The pipeline record model: a pipeline file's header, its records and their versions.
+
+Every write of a field is stamped with a *dot* — (counter, replica id) — minted by the replica that
+made the write; a replica's *knowledge* is the highest counter it has seen from each replica.  A
+record's fields share the dot of its creation until one is written again.  `docs/sync-model.md`
+explains why this is enough to merge any two copies without trusting anyone's clock.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+from salesmgr.errors import UnknownRecordError, ValidationError
+from salesmgr.fields import RecordType
+
+DELETED = "_deleted"  # pseudo-field whose dot says when a record was deleted or brought back
+
+
+class Dot(NamedTuple):
+    """One write: the writer's counter and replica id, and its wall clock (ties only)."""
+
+    counter: int
+    replica: str
+    at: int = 0  # milliseconds since the epoch on the writer's clock; never trusted for order
+
+    def when(self) -> str:
+        return datetime.fromtimestamp(self.at / 1000, UTC).isoformat(timespec="seconds")
+
+
+@dataclass(slots=True)
+class Record:
+    """One opportunity, activity or plugin-defined record, with the version of each field."""
+
+    kind: str
+    id: str
+    values: dict[str, str]
+    dot: Dot
+    field_dots: dict[str, Dot] = field(default_factory=dict)
+    deleted: bool = False
+
+    def dot_of(self, name: str) -> Dot:
+        return self.field_dots.get(name, self.dot)
+
+    def dots(self) -> Iterator[Dot]:
+        yield self.dot
+        yield from self.field_dots.values()
+
+    @property
+    def last_change(self) -> Dot:
+        """The most recent write by wall clock (for display and record-level policies only)."""
+        return max(self.dots(), key=lambda d: (d.at, d.counter, d.replica))
+
+    def get(self, name: str, default: str = "") -> str:
+        return self.values.get(name, default)
+
+    def copy(self) -> Record:
+        return Record(
+            self.kind, self.id, dict(self.values), self.dot, dict(self.field_dots), self.deleted
+        )
+
+    def same_content(self, other: Record) -> bool:
+        """Equal user data (ignores versions)."""
+        return (
+            self.kind == other.kind
+            and self.values == other.values
+            and self.deleted == other.deleted
+        )
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass
+class Pipeline:
+    """A pipeline file's content: header, knowledge and records (live and deleted)."""
+
+    pipeline_id: str
+    name: str = ""
+    owner: str = ""
+    currency: str = "USD"
+    replica_id: str = field(default_factory=new_id)
+    home: str = ""  # "host:/real/path" where this replica's file lives; a copy elsewhere forks
+    knowledge: dict[str, int] = field(default_factory=dict)
+    # What this replica last learned each other replica knows (to purge tombstones safely).
+    peers: dict[str, dict[str, int]] = field(default_factory=dict)
+    records: dict[str, Record] = field(default_factory=dict)
+    # Header entries written by a newer version or a plugin: kept and written back unchanged.
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, name: str = "", owner: str = "", currency: str = "USD") -> Pipeline:
+        return cls(pipeline_id=new_id(), name=name, owner=owner, currency=currency)
+
+    # -- versions -------------------------------------------------------------------------
+    @property
+    def counter(self) -> int:
+        return self.knowledge.get(self.replica_id, 0)
+
+    def tick(self) -> Dot:
+        """Mint the dot of a new write by this replica."""
+        counter = self.counter + 1
+        self.knowledge[self.replica_id] = counter
+        return Dot(counter, self.replica_id, now_ms())
+
+    def knows(self, dot: Dot) -> bool:
+        return self.knowledge.get(dot.replica, 0) >= dot.counter
+
+    def fork(self, home: str) -> str:
+        """Become a new replica (this file is a copy living somewhere else); returns the old id.
+
+        The new replica inherits the old one's knowledge, so it knows every write made before
+        the copy, and mints its own dots from then on, which no other copy can mint."""
+        old = self.replica_id
+        self.peers[old] = dict(self.knowledge)
+        self.replica_id = new_id()
+        self.home = home
+        return old
+
+    # -- reading ----------------------------------------------------------------------------
+    def live(self, kind: str | None = None) -> Iterator[Record]:
+        for record in self.records.values():
+            if not record.deleted and (kind is None or record.kind == kind):
+                yield record
+
+    def find(self, record_id: str, kind: str | None = None) -> Record:
+        """The live record with this id (a unique prefix of at least 4 characters also works)."""
+        record = self.records.get(record_id)
+        if record is None and len(record_id) >= 4:
+            matches = [r for r in self.records.values() if r.id.startswith(record_id)]
+            live = [r for r in matches if not r.deleted]
+            if len(live) == 1:
+                record = live[0]
+            elif len(live) > 1:
+                raise UnknownRecordError(f"id prefix {record_id!r} matches {len(live)} records")
+        if record is None or record.deleted or (kind is not None and record.kind != kind):
+            what = kind or "record"
+            raise UnknownRecordError(f"no {what} with id {record_id!r} in pipeline {self.name!r}")
+        return record
+
+    def activities_of(self, opportunity_id: str) -> list[Record]:
+        found = [
+            r for r in self.live("activity") if r.values.get("opportunity_id") == opportunity_id
+        ]
+        return sorted(found, key=lambda r: (r.get("date"), r.id))
+
+    def header_defaults(self) -> Mapping[str, str]:
+        return {"currency": self.currency, "owner": self.owner}
+
+    # -- writing ----------------------------------------------------------------------------
+    def add(
+        self,
+        rtype: RecordType,
+        values: Mapping[str, str | None],
+        *,
+        record_id: str | None = None,
+        strict_names: bool = True,
+    ) -> tuple[Record, list[str]]:
+        clean, warnings = rtype.normalize(values, strict_names=strict_names)
+        kept = {k: v for k, v in clean.items() if v is not None}
+        defaults = self.header_defaults()
+        for spec in rtype.fields:
+            if spec.name not in kept and spec.default is not None:
+                default = spec.default(defaults)
+                if default:
+                    kept[spec.name] = default
+        rtype.check_required(kept)
+        record_id = record_id or new_id()
+        if record_id in self.records:
+            raise ValidationError(f"a record with id {record_id} already exists")
+        record = Record(rtype.name, record_id, kept, self.tick())
+        self.records[record_id] = record
+        return record, warnings
+
+    def update(
+        self, rtype: RecordType, record_id: str, changes: Mapping[str, str | None]
+    ) -> tuple[Record, list[str]]:
+        """Apply changes; only fields whose value really changes get a new version."""
+        record = self.find(record_id, rtype.name)
+        clean, warnings = rtype.normalize(changes)
+        changed = {k: v for k, v in clean.items() if record.values.get(k) != v}
+        if changed:
+            values = dict(record.values)
+            for name, value in changed.items():
+                if value is None:
+                    values.pop(name, None)
+                else:
+                    values[name] = value
+            rtype.check_required(values)
+            dot = self.tick()
+            record.values = values
+            for name in changed:
+                record.field_dots[name] = dot
+        return record, warnings
+
+    def delete(self, record_id: str, kind: str | None = None) -> Record:
+        record = self.find(record_id, kind)
+        record.deleted = True
+        record.field_dots[DELETED] = self.tick()
+        return record

@@ -1,0 +1,135 @@
+"""Reading and saving pipeline files: codec choice, atomic replace, backups, copy detection.
+
+A file remembers where it lives (host and real path).  Opened anywhere else it is a copy — a
+device loaded the old way, a file mailed to a laptop — and becomes a replica of its own before
+anything is written, so two copies never mint the same version (see docs/sync-model.md).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from pathlib import Path
+
+from salesmgr.errors import PipelineFileError
+from salesmgr.model import Pipeline
+from salesmgr.registry import Registry, get_registry
+
+MAX_FILE = (1 << 32) + 4096
+
+
+def home_of(path: str | os.PathLike[str]) -> str:
+    return f"{socket.gethostname()}:{os.path.realpath(path)}"
+
+
+def read_bytes(path: str | os.PathLike[str]) -> bytes:
+    try:
+        size = os.path.getsize(path)
+        if size > MAX_FILE:
+            raise PipelineFileError(path, f"is {size} bytes, too large for a pipeline file")
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise PipelineFileError(path, "no such file") from None
+    except IsADirectoryError:
+        raise PipelineFileError(path, "is a directory, not a pipeline file") from None
+    except PermissionError:
+        raise PipelineFileError(path, "permission denied") from None
+    except OSError as problem:
+        raise PipelineFileError(path, f"cannot read ({problem.strerror or problem})") from None
+
+
+def decode(data: bytes, source: str, registry: Registry | None = None) -> Pipeline:
+    registry = registry or get_registry()
+    for codec in registry.codecs:
+        if codec.sniff(data[:64]):
+            return codec.decode(data, source)
+    if not data:
+        raise PipelineFileError(source, "is empty, not a pipeline file")
+    raise PipelineFileError(source, "not a salesmgr pipeline file")
+
+
+def encode(pipeline: Pipeline, registry: Registry | None = None) -> bytes:
+    return (registry or get_registry()).writer_codec().encode(pipeline)
+
+
+def load(path: str | os.PathLike[str], registry: Registry | None = None) -> Pipeline:
+    """Read a pipeline; a copy found away from its home becomes a new replica (in memory)."""
+    pipeline = decode(read_bytes(path), str(path), registry)
+    here = home_of(path)
+    if pipeline.home != here:
+        if pipeline.home:
+            pipeline.fork(here)
+        else:
+            pipeline.home = here
+    return pipeline
+
+
+def save(
+    pipeline: Pipeline,
+    path: str | os.PathLike[str],
+    registry: Registry | None = None,
+    *,
+    backup: bool = True,
+) -> None:
+    """Replace ``path`` atomically (temporary file, fsync, rename), keeping the old one as .bak."""
+    pipeline.home = home_of(path)
+    data = encode(pipeline, registry)
+    write_atomic(path, data, backup=backup)
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes, *, backup: bool = True) -> None:
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    try:
+        fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    except OSError as problem:
+        raise PipelineFileError(path, f"cannot write ({problem.strerror or problem})") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if target.exists():
+            os.chmod(temp, target.stat().st_mode & 0o7777)
+            if backup:
+                bak = target.with_name(target.name + ".bak")
+                # A hard link keeps the old file whole as .bak without a second copy.
+                tmp_bak = target.with_name(f".{target.name}.bak.tmp")
+                if tmp_bak.exists():
+                    tmp_bak.unlink()
+                try:
+                    os.link(target, tmp_bak)
+                except OSError:
+                    tmp_bak.write_bytes(target.read_bytes())
+                os.replace(tmp_bak, bak)
+        else:
+            os.chmod(temp, 0o666 & ~_umask())
+        os.replace(temp, target)
+        _fsync_dir(folder)
+    except OSError as problem:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise PipelineFileError(path, f"cannot write ({problem.strerror or problem})") from None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

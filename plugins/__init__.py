@@ -1,0 +1,8 @@
+"""The plugins that ship with salesmgr: codecs, merge policies and transports.
+
+Each module here is an ordinary pluggy plugin; the core registers them before third-party plugins.
+"""
+
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "salesmgr.plugins.pipeline_codec",
+)
