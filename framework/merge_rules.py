@@ -1,1 +1,175 @@
-"""Built-in merge rules (filled in by the merge engine)."""
+"""The built-in merge rules, as a plugin on the merge hooks (see hookspecs.py, section 2).
+
+- changes: a record is a change when it holds a write the peer has not seen;
+- matching: records with the same id are the same record;
+- fields: a write the other side has already seen is superseded (the causal rule); concurrent
+  edits of a free-text field are merged line by line (merge3); anything else concurrent and
+  different is a conflict for the policy;
+- the conflict log is a record type of its own, so it travels with the pipeline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from merge3 import Merge3
+from salesmgr.fields import Choice, Field, RecordId, RecordType, Text
+from salesmgr.hookspecs import hookimpl
+from salesmgr.merge import Conflict, FieldMerge, FieldOutcome, MergeSession
+from salesmgr.model import Pipeline, Record
+from salesmgr.registry import MergePolicy
+
+CONFLICT_STATUS = ("open", "decided", "resolved")
+CONFLICT_WINNERS = ("desktop", "device", "merged", "both")
+
+
+def conflict_type() -> RecordType:
+    return RecordType(
+        "conflict",
+        [
+            Field("record_id", RecordId(), required=True),
+            Field("record_kind", Text(100), required=True),
+            Field("label", Text(200)),
+            Field("field", Text(100), required=True),
+            Field("desktop_value", Text()),
+            Field("device_value", Text()),
+            Field("winner", Choice(CONFLICT_WINNERS)),
+            Field("value", Text(), help="the value the record was given"),
+            Field("policy", Text(100)),
+            Field("status", Choice(CONFLICT_STATUS), required=True),
+            Field("resolution", Text(), help="what the user chose with `salesmgr resolve`"),
+        ],
+        help="a merge conflict: both values, which won, and whether the user settled it",
+        title_field="label",
+    )
+
+
+@hookimpl
+def salesmgr_register_record_types(register: Callable[[RecordType], None]) -> None:
+    register(conflict_type())
+
+
+@hookimpl(trylast=True)
+def salesmgr_collect_changes(replica: Pipeline, since: Mapping[str, int]) -> list[Record]:
+    seen = since.get
+    changed = []
+    for record in replica.records.values():
+        dot = record.dot
+        if seen(dot.replica, 0) < dot.counter:
+            changed.append(record)
+            continue
+        for dot in record.field_dots.values():
+            if seen(dot.replica, 0) < dot.counter:
+                changed.append(record)
+                break
+    return changed
+
+
+@hookimpl(trylast=True)
+def salesmgr_match_records(session: MergeSession) -> list[tuple[str, str]]:
+    records = session.desktop.records
+    return [(r.id, r.id) for r in session.delta.records if r.id in records]
+
+
+def newest(item: FieldMerge) -> str:
+    d, v = item.desktop_dot, item.device_dot
+    return "desktop" if (d.at, d.counter, d.replica) >= (v.at, v.counter, v.replica) else "device"
+
+
+@hookimpl(trylast=True)
+def salesmgr_merge_field(session: MergeSession, item: FieldMerge) -> FieldOutcome:
+    """The causal rule: only a write the other side has not seen can change its value."""
+    if item.desktop_knows_device:
+        return FieldOutcome("desktop")
+    if item.device_knows_desktop:
+        return FieldOutcome("device")
+    if item.desktop_value == item.device_value or item.kind == "conflict":
+        # Same value on both sides (or two edits of a log entry): not a conflict, keep the newer.
+        return FieldOutcome(newest(item))  # type: ignore[arg-type]
+    return FieldOutcome("conflict")
+
+
+@hookimpl(specname="salesmgr_merge_field")
+def merge_free_text(session: MergeSession, item: FieldMerge) -> FieldOutcome | None:
+    """Concurrent edits of notes: three-way line merge; text added on both sides survives."""
+    rtype = item.record_type
+    if rtype is None or item.field not in rtype.text_merge_fields or not item.concurrent:
+        return None
+    ours, theirs = item.desktop_value or "", item.device_value or ""
+    if ours == theirs:
+        return None
+    merged = merge_text(item.base, ours, theirs)
+    if merged is None:
+        return None  # overlapping edits: a true conflict, for the policy
+    if merged == ours:
+        return FieldOutcome("desktop")
+    if merged == theirs:
+        return FieldOutcome("device")
+    return FieldOutcome("merged", merged or None, note="line merge")
+
+
+def merge_text(base: str | None, ours: str, theirs: str) -> str | None:
+    """Three-way merge of lines; None when both sides changed the same lines differently.
+
+    Lines inserted at the same place on both sides are not a conflict: both are kept, the
+    desktop's first."""
+    if base is None:
+        if theirs.startswith(ours):
+            return theirs
+        if ours.startswith(theirs):
+            return ours
+        base = ""
+    ends_open = not ours.endswith("\n") and not theirs.endswith("\n")
+
+    def lines(text: str) -> list[str]:
+        if text and not text.endswith("\n"):
+            text += "\n"
+        return text.splitlines(True)
+
+    result: list[str] = []
+    for group in Merge3(lines(base), lines(ours), lines(theirs)).merge_groups():
+        if group[0] != "conflict":
+            result.extend(group[1])
+            continue
+        _, base_lines, our_lines, their_lines = group
+        if base_lines:
+            return None
+        result.extend(our_lines)
+        result.extend(line for line in their_lines if line not in our_lines)
+    text = "".join(result)
+    if ends_open and text.endswith("\n"):
+        text = text[:-1]
+    return text
+
+
+@hookimpl(trylast=True)
+def salesmgr_resolve_conflict(
+    session: MergeSession, conflict: Conflict, policy: MergePolicy
+) -> FieldOutcome:
+    return policy.resolve(conflict)
+
+
+@hookimpl
+def salesmgr_validate_merged(session: MergeSession, record: Record) -> list[str]:
+    """A merged record must still satisfy its type (both halves were valid, the mix may not be)."""
+    rtype = session.record_type(record.kind)
+    if rtype is None or record.deleted:
+        return []
+    problems = []
+    for name, value in record.values.items():
+        spec = rtype.by_name.get(name)
+        if spec is None:
+            continue
+        try:
+            if spec.kind.normalize(value) != value:
+                problems.append(f"{record.id[:8]} {name}: {value!r} is not in canonical form")
+        except ValueError as problem:
+            problems.append(f"{record.id[:8]} {name}: {problem}")
+    if record.kind == "activity":
+        parent = session.desktop.records.get(record.values.get("opportunity_id", ""))
+        if parent is not None and parent.deleted:
+            problems.append(
+                f"activity {record.id[:8]} was logged on opportunity "
+                f"{parent.id[:8]}, which is deleted"
+            )
+    return problems

@@ -19,6 +19,14 @@ from salesmgr.errors import UnknownRecordError, ValidationError
 from salesmgr.fields import RecordType
 
 DELETED = "_deleted"  # pseudo-field whose dot says when a record was deleted or brought back
+# Hidden field "~notes" remembers the text a free-text field was edited from, so two concurrent
+# edits can be merged line by line against their common ancestor.
+BASE_PREFIX = "~"
+
+
+def user_values(values: Mapping[str, str]) -> dict[str, str]:
+    """A record's values as the user sees them (hidden fields left out)."""
+    return {k: v for k, v in values.items() if not k.startswith(BASE_PREFIX)}
 
 
 class Dot(NamedTuple):
@@ -67,17 +75,37 @@ class Record:
         """Equal user data (ignores versions)."""
         return (
             self.kind == other.kind
-            and self.values == other.values
             and self.deleted == other.deleted
+            and user_values(self.values) == user_values(other.values)
         )
 
 
+class Sources:
+    """Where new ids and wall-clock times come from; tests swap in deterministic ones."""
+
+    def new_id(self) -> str:
+        return str(uuid.uuid4())
+
+    def now_ms(self) -> int:
+        return int(time.time() * 1000)
+
+
+sources = Sources()
+
+
 def now_ms() -> int:
-    return int(time.time() * 1000)
+    return sources.now_ms()
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
+    return sources.new_id()
+
+
+def use_sources(new: Sources) -> Sources:
+    """Replace the id and clock sources; returns the previous ones."""
+    global sources
+    previous, sources = sources, new
+    return previous
 
 
 @dataclass
@@ -88,7 +116,7 @@ class Pipeline:
     name: str = ""
     owner: str = ""
     currency: str = "USD"
-    replica_id: str = field(default_factory=new_id)
+    replica_id: str = field(default_factory=lambda: new_id())
     home: str = ""  # "host:/real/path" where this replica's file lives; a copy elsewhere forks
     knowledge: dict[str, int] = field(default_factory=dict)
     # What this replica last learned each other replica knows (to purge tombstones safely).
@@ -196,6 +224,13 @@ class Pipeline:
                 else:
                     values[name] = value
             rtype.check_required(values)
+            for name in changed.keys() & rtype.text_merge_fields:
+                base = BASE_PREFIX + name
+                if base not in values:
+                    # First edit since the text was last shared: remember what it was.
+                    values[base] = record.values.get(name, "")
+                    if record.dot_of(name) != record.dot:
+                        record.field_dots[base] = record.dot_of(name)
             dot = self.tick()
             record.values = values
             for name in changed:

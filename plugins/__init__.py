@@ -5,4 +5,6 @@ Each module here is an ordinary pluggy plugin; the core registers them before th
 
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "salesmgr.plugins.pipeline_codec",
+    "salesmgr.plugins.policies",
+    "salesmgr.plugins.transport_tcp",
 )

@@ -1,0 +1,736 @@
+"""The merge engine: brings a desktop and a device copy of one pipeline to the same content.
+
+The engine only sequences the steps; every decision is a hook (see hookspecs.py, section 2), and
+the built-in rules are the plugin `salesmgr.merge_rules`.  The same code serves a file merge
+(`merge_files`) and a sync session (`delta_since` on the device, `merge_delta` on the desktop,
+`apply_delta` back on the device).  docs/sync-model.md explains the rules and why they converge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from salesmgr.errors import MergeError
+from salesmgr.fields import RecordType
+from salesmgr.model import BASE_PREFIX, DELETED, Dot, Pipeline, Record, new_id, user_values
+from salesmgr.registry import MergePolicy, Registry, get_registry
+
+Side = Literal["desktop", "device"]
+Take = Literal["desktop", "device", "merged", "conflict", "both"]
+MASS_CHANGE_MINIMUM = 10  # below this many records, "more than half" is a normal day's work
+
+
+def is_hidden(name: str) -> bool:
+    return name.startswith(BASE_PREFIX) or name == DELETED
+
+
+@dataclass
+class Delta:
+    """What one side sends the other: the records it lacks, and the sender's knowledge."""
+
+    pipeline_id: str
+    replica_id: str
+    knowledge: dict[str, int]
+    records: list[Record]
+
+
+@dataclass
+class FieldMerge:
+    """One field of a matched record pair whose two versions differ."""
+
+    record_type: RecordType | None
+    kind: str
+    record_id: str
+    field: str
+    desktop_value: str | None
+    device_value: str | None
+    desktop_dot: Dot
+    device_dot: Dot
+    desktop_knows_device: bool  # the desktop has seen the device's write of this field
+    device_knows_desktop: bool
+    base: str | None = None  # for free-text fields: the common ancestor text, when known
+
+    @property
+    def concurrent(self) -> bool:
+        return not self.desktop_knows_device and not self.device_knows_desktop
+
+
+@dataclass
+class FieldOutcome:
+    """How a field (or, for record-level policies, a record) is decided."""
+
+    take: Take
+    value: str | None = None  # for take="merged"
+    open: bool = False  # leave the conflict open for the user (manual policy)
+    note: str = ""
+
+
+@dataclass
+class Conflict:
+    """Both sides changed the same field (or, with field "*", the same record) differently."""
+
+    record_id: str
+    kind: str
+    field: str
+    desktop_value: str | None
+    device_value: str | None
+    desktop_dot: Dot
+    device_dot: Dot
+    label: str = ""
+    desktop_record: Record | None = None
+    device_record: Record | None = None
+    fields: list[FieldMerge] = field(default_factory=list)
+
+    @property
+    def is_deletion(self) -> bool:
+        return self.field == DELETED
+
+    def side_newest(self) -> Side:
+        """The side whose write is most recent by wall clock; ties broken by version."""
+        if self.field == "*" and self.desktop_record and self.device_record:
+            d, v = self.desktop_record.last_change, self.device_record.last_change
+        else:
+            d, v = self.desktop_dot, self.device_dot
+        newer = (d.at, d.counter, d.replica) >= (v.at, v.counter, v.replica)
+        return "desktop" if newer else "device"
+
+
+@dataclass
+class Counts:
+    added: int = 0
+    changed: int = 0
+    deleted: int = 0
+
+    def as_json(self) -> dict[str, int]:
+        return {"added": self.added, "changed": self.changed, "deleted": self.deleted}
+
+
+@dataclass
+class ConflictEntry:
+    """A decided or open conflict, as written to the conflict log."""
+
+    id: str
+    record_id: str
+    kind: str
+    label: str
+    field: str
+    desktop_value: str | None
+    device_value: str | None
+    winner: str
+    value: str | None
+    policy: str
+    status: str
+
+    def as_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class MergeReport:
+    policy: str
+    to_desktop: Counts = field(default_factory=Counts)
+    to_device: Counts = field(default_factory=Counts)
+    conflicts: list[ConflictEntry] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    duplicates: list[tuple[str, str, str]] = field(default_factory=list)  # combine: likely dupes
+    # ids overwritten or deleted on each side, for the mass-change guard
+    touched_desktop: int = 0
+    touched_device: int = 0
+
+    @property
+    def changes_nothing(self) -> bool:
+        return not any(
+            (*self.to_desktop.as_json().values(), *self.to_device.as_json().values())
+        ) and not self.conflicts
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy,
+            "to_desktop": self.to_desktop.as_json(),
+            "to_device": self.to_device.as_json(),
+            "conflicts": [c.as_json() for c in self.conflicts],
+            "warnings": list(self.warnings),
+            "likely_duplicates": [
+                {"desktop_id": a, "device_id": b, "label": label}
+                for a, b, label in self.duplicates
+            ],
+        }
+
+    def lines(self) -> list[str]:
+        d, v = self.to_desktop, self.to_device
+        out = [
+            f"desktop: {d.added} added, {d.changed} changed, {d.deleted} deleted",
+            f"device:  {v.added} added, {v.changed} changed, {v.deleted} deleted",
+            f"conflicts: {len(self.conflicts)} (policy {self.policy})",
+        ]
+        for c in self.conflicts:
+            state = "open, desktop value kept for now" if c.status == "open" else f"{c.winner} won"
+            out.append(
+                f"  {c.id[:8]} {c.label or c.record_id[:8]} {c.field}: "
+                f"desktop {show(c.desktop_value)} / device {show(c.device_value)} -> {state}"
+            )
+        for a, b, label in self.duplicates:
+            out.append(f"  likely duplicate: {label} (desktop {a[:8]}, device {b[:8]})")
+        out.extend(f"warning: {w}" for w in self.warnings)
+        return out
+
+
+def show(value: str | None) -> str:
+    if value is None:
+        return "(empty)"
+    text = value if len(value) <= 40 else value[:37] + "..."
+    return repr(text)
+
+
+@dataclass
+class MergeSession:
+    """Everything the merge hooks may look at."""
+
+    desktop: Pipeline
+    delta: Delta  # the device's changes
+    policy: MergePolicy
+    registry: Registry
+    desktop_changes: list[Record] = field(default_factory=list)
+    report: MergeReport = field(default_factory=lambda: MergeReport("field-merge"))
+
+    @property
+    def device_knowledge(self) -> dict[str, int]:
+        return self.delta.knowledge
+
+    def device_knows(self, dot: Dot) -> bool:
+        return self.delta.knowledge.get(dot.replica, 0) >= dot.counter
+
+    def record_type(self, kind: str) -> RecordType | None:
+        return self.registry.record_types.get(kind)
+
+
+@dataclass
+class MergeResult:
+    report: MergeReport
+    back: Delta  # what the device lacks after the merge
+
+    def mass_change(self, desktop_before: int, device_before: int) -> str | None:
+        """Why this merge must not be written without --allow-mass-change, or None."""
+        for side, touched, total in (
+            ("desktop", self.report.touched_desktop, desktop_before),
+            ("device", self.report.touched_device, device_before),
+        ):
+            if touched >= MASS_CHANGE_MINIMUM and touched * 2 > total:
+                return (
+                    f"this sync would delete or overwrite {touched} of the {total} records on "
+                    f"the {side}; nothing was written (use --allow-mass-change if that is right)"
+                )
+        return None
+
+
+# --- the steps ------------------------------------------------------------------------------
+
+
+def knows(knowledge: Mapping[str, int], dot: Dot) -> bool:
+    return knowledge.get(dot.replica, 0) >= dot.counter
+
+
+def delta_since(
+    replica: Pipeline, since: Mapping[str, int], registry: Registry | None = None
+) -> Delta:
+    """Everything ``replica`` holds that a peer with knowledge ``since`` lacks."""
+    registry = registry or get_registry()
+    records = registry.hook.salesmgr_collect_changes(replica=replica, since=since)
+    return Delta(
+        replica.pipeline_id,
+        replica.replica_id,
+        dict(replica.knowledge),
+        [r.copy() for r in records],
+    )
+
+
+def merge_delta(
+    desktop: Pipeline,
+    delta: Delta,
+    *,
+    policy: str = "field-merge",
+    registry: Registry | None = None,
+) -> MergeResult:
+    """Merge the device's ``delta`` into ``desktop`` (mutated) and say what the device lacks."""
+    registry = registry or get_registry()
+    if delta.pipeline_id != desktop.pipeline_id:
+        raise MergeError(
+            f"the two files are different pipelines ({desktop.pipeline_id[:8]} and "
+            f"{delta.pipeline_id[:8]}) and share no history; use --combine to join them"
+        )
+    chosen = registry.policy(policy)
+    session = MergeSession(desktop, delta, chosen, registry, report=MergeReport(policy))
+    hook = registry.hook
+    device_knowledge = dict(delta.knowledge)
+    session.desktop_changes = hook.salesmgr_collect_changes(
+        replica=desktop, since=device_knowledge
+    )
+    incoming = {r.id: r for r in delta.records}
+    pairs = hook.salesmgr_match_records(session=session)
+    paired_device = set()
+    report = session.report
+    for desktop_id, device_id in pairs:
+        paired_device.add(device_id)
+        merge_pair(session, desktop.records[desktop_id], incoming[device_id])
+    for record in delta.records:
+        if record.id not in paired_device:
+            take_new(session, record)
+    # The desktop now knows everything the device knew.
+    for replica, counter in device_knowledge.items():
+        if desktop.knowledge.get(replica, 0) < counter:
+            desktop.knowledge[replica] = counter
+    desktop.peers[delta.replica_id] = dict(desktop.knowledge)
+    back = delta_since(desktop, device_knowledge, registry)
+    count_device_side(report, back, device_knowledge)
+    hook.salesmgr_merge_report(session=session, report=report)
+    return MergeResult(report, back)
+
+
+def take_new(session: MergeSession, record: Record) -> None:
+    """A record the desktop has never had (or has forgotten)."""
+    desktop = session.desktop
+    if record.id in desktop.records:
+        raise MergeError(f"record {record.id} was left unmatched although both sides have it")
+    desktop.records[record.id] = record.copy()
+    if not record.deleted:
+        session.report.to_desktop.added += 1
+        validate(session, desktop.records[record.id])
+
+
+def merge_pair(session: MergeSession, mine: Record, theirs: Record) -> None:
+    """Merge the device's version of a record into the desktop's, field by field."""
+    desktop = session.desktop
+    hook = session.registry.hook
+    rtype = session.record_type(mine.kind)
+    before = mine.copy()
+    names = set(mine.values) | set(theirs.values) | set(mine.field_dots) | set(theirs.field_dots)
+    names = {n for n in names if not n.startswith(BASE_PREFIX)} | {DELETED}
+    outcomes: dict[str, tuple[FieldMerge, FieldOutcome]] = {}
+    conflicts: list[FieldMerge] = []
+    for name in sorted(names):
+        d_dot, v_dot = mine.dot_of(name), theirs.dot_of(name)
+        if d_dot == v_dot:
+            continue
+        item = FieldMerge(
+            rtype,
+            mine.kind,
+            mine.id,
+            name,
+            field_value(mine, name),
+            field_value(theirs, name),
+            d_dot,
+            v_dot,
+            desktop.knows(v_dot),
+            session.device_knows(d_dot),
+            base=common_base(session, mine, theirs, name),
+        )
+        outcome = hook.salesmgr_merge_field(session=session, item=item)
+        if outcome is None:
+            raise MergeError(f"no merge rule decided field {name!r} of {mine.id}")
+        if outcome.take == "conflict":
+            conflicts.append(item)
+        outcomes[name] = (item, outcome)
+
+    label = record_label(rtype, mine if mine.values else theirs)
+    if conflicts and session.policy.record_level and mine.kind != "conflict":
+        decide_record(session, mine, theirs, outcomes, conflicts, label)
+    else:
+        for item in conflicts:
+            outcome = decide(session, item, label, mine, theirs)
+            outcomes[item.field] = (item, outcome)
+
+    for name, (item, outcome) in outcomes.items():
+        if name == DELETED:
+            continue
+        apply_outcome(session, mine, theirs, item, outcome)
+    settle_deletion(session, mine, theirs, outcomes.get(DELETED), label)
+
+    if not mine.same_content(before):
+        if mine.deleted and not before.deleted:
+            session.report.to_desktop.deleted += 1
+        elif not mine.deleted and before.deleted:
+            session.report.to_desktop.added += 1
+        else:
+            session.report.to_desktop.changed += 1
+        if not before.deleted:
+            session.report.touched_desktop += 1
+        validate(session, mine)
+
+
+def field_value(record: Record, name: str) -> str | None:
+    if name == DELETED:
+        return "deleted" if record.deleted else None
+    return record.values.get(name)
+
+
+def common_base(session: MergeSession, mine: Record, theirs: Record, name: str) -> str | None:
+    """The text both sides edited from, when each side remembers one both have seen."""
+    hidden = BASE_PREFIX + name
+    candidates = []
+    for record in (mine, theirs):
+        if hidden in record.values:
+            dot = record.dot_of(hidden)
+            if session.desktop.knows(dot) and session.device_knows(dot):
+                candidates.append((dot, record.values[hidden]))
+    for record in (mine, theirs):
+        # A side that never edited the text holds the common version itself.
+        if hidden not in record.values:
+            dot = record.dot_of(name)
+            if session.desktop.knows(dot) and session.device_knows(dot):
+                candidates.append((dot, record.values.get(name, "")))
+    if not candidates:
+        return None
+    return max(candidates, key=lambda c: (c[0].counter, c[0].replica))[1]
+
+
+def record_label(rtype: RecordType | None, record: Record) -> str:
+    if rtype and rtype.title_field:
+        return record.values.get(rtype.title_field, "")[:60]
+    return ""
+
+
+def decide(
+    session: MergeSession, item: FieldMerge, label: str, mine: Record, theirs: Record
+) -> FieldOutcome:
+    conflict = Conflict(
+        item.record_id,
+        item.kind,
+        item.field,
+        item.desktop_value,
+        item.device_value,
+        item.desktop_dot,
+        item.device_dot,
+        label,
+        mine,
+        theirs,
+    )
+    outcome = session.registry.hook.salesmgr_resolve_conflict(
+        session=session, conflict=conflict, policy=session.policy
+    )
+    if outcome is None:
+        raise MergeError(f"policy {session.policy.name!r} did not decide {item.field!r}")
+    if item.kind != "conflict":
+        log_conflict(session, item, outcome, label)
+    return outcome
+
+
+def decide_record(
+    session: MergeSession,
+    mine: Record,
+    theirs: Record,
+    outcomes: dict[str, tuple[FieldMerge, FieldOutcome]],
+    conflicts: list[FieldMerge],
+    label: str,
+) -> None:
+    """A record-level policy decides the whole record at once."""
+    first = conflicts[0]
+    conflict = Conflict(
+        mine.id, mine.kind, "*", None, None, first.desktop_dot, first.device_dot, label,
+        mine, theirs, fields=conflicts,
+    )
+    outcome = session.registry.hook.salesmgr_resolve_conflict(
+        session=session, conflict=conflict, policy=session.policy
+    )
+    if outcome is None:
+        raise MergeError(f"policy {session.policy.name!r} did not decide record {mine.id}")
+    if outcome.take == "both":
+        # Palm HotSync's way: the desktop keeps its record, the device's becomes a new one.
+        duplicate = theirs.copy()
+        duplicate.id = new_id()
+        duplicate.dot = session.desktop.tick()
+        duplicate.field_dots = {}
+        duplicate.deleted = False
+        session.desktop.records[duplicate.id] = duplicate
+        session.report.to_desktop.added += 1
+        for item in conflicts:
+            outcomes[item.field] = (item, FieldOutcome("desktop"))
+            log_conflict(session, item, FieldOutcome("both", duplicate.id), label)
+        return
+    winner: Side = "desktop" if outcome.take == "desktop" else "device"
+    # The loser's changes to this record since the two last agreed are all overruled.
+    for name, (item, field_outcome) in list(outcomes.items()):
+        loser_changed = (
+            not item.desktop_knows_device if winner == "desktop" else not item.device_knows_desktop
+        )
+        if field_outcome.take == "conflict" or (loser_changed and field_outcome.take != winner):
+            decided = FieldOutcome(winner)
+            outcomes[name] = (item, decided)
+            log_conflict(session, item, decided, label)
+
+
+def apply_outcome(
+    session: MergeSession, mine: Record, theirs: Record, item: FieldMerge, outcome: FieldOutcome
+) -> None:
+    name = item.field
+    hidden = BASE_PREFIX + name
+    if outcome.take == "desktop":
+        return
+    if outcome.take == "device":
+        set_field(mine, name, theirs.values.get(name), theirs.dot_of(name))
+        if hidden in theirs.values:
+            set_field(mine, hidden, theirs.values[hidden], theirs.dot_of(hidden))
+        elif hidden in mine.values:
+            set_field(mine, hidden, None, theirs.dot_of(name))
+        return
+    if outcome.take in ("merged", "both"):
+        if outcome.take == "both":
+            return
+        dot = session.desktop.tick()
+        set_field(mine, name, outcome.value, dot)
+        if hidden in mine.values:
+            set_field(mine, hidden, None, dot)
+        return
+    raise MergeError(f"unknown outcome {outcome.take!r} for field {name!r}")
+
+
+def set_field(record: Record, name: str, value: str | None, dot: Dot) -> None:
+    if value is None:
+        record.values.pop(name, None)
+    else:
+        record.values[name] = value
+    if dot == record.dot:
+        record.field_dots.pop(name, None)
+    else:
+        record.field_dots[name] = dot
+
+
+def settle_deletion(
+    session: MergeSession,
+    mine: Record,
+    theirs: Record,
+    decided: tuple[FieldMerge, FieldOutcome] | None,
+    label: str,
+) -> None:
+    """Deletion is a field like any other, except that a concurrent edit can bring a record back."""
+    desktop_deleted = mine.deleted
+    if decided is not None:
+        item, outcome = decided
+        if outcome.take == "device":
+            mine.deleted = theirs.deleted
+            set_field(mine, DELETED, None, theirs.dot_of(DELETED))
+        elif outcome.take == "merged":
+            mine.deleted = outcome.value == "deleted"
+            set_field(mine, DELETED, None, session.desktop.tick())
+        if item.concurrent:
+            return  # a policy has already weighed the deletion against the other side
+    if not mine.deleted or desktop_deleted == theirs.deleted:
+        return
+    # Deleted on one side only: was it edited on the other since the two last agreed?
+    if desktop_deleted:
+        edits = [d for d in edit_dots(theirs) if not session.desktop.knows(d)]
+    else:
+        edits = [d for d in edit_dots(mine) if not session.device_knows(d)]
+    if not edits:
+        return
+    newest_edit = max(edits, key=lambda d: (d.at, d.counter, d.replica))
+    item = FieldMerge(
+        session.record_type(mine.kind),
+        mine.kind,
+        mine.id,
+        DELETED,
+        "deleted" if desktop_deleted else "edited",
+        "edited" if desktop_deleted else "deleted",
+        mine.dot_of(DELETED) if desktop_deleted else newest_edit,
+        newest_edit if desktop_deleted else theirs.dot_of(DELETED),
+        False,
+        False,
+    )
+    outcome = decide(session, item, label, mine, theirs)
+    live_side: Side = "device" if desktop_deleted else "desktop"
+    if outcome.take == live_side:
+        mine.deleted = False
+        set_field(mine, DELETED, None, session.desktop.tick())
+
+
+def edit_dots(record: Record) -> list[Dot]:
+    """The versions of a record's writes other than its deletion."""
+    return [record.dot] + [d for n, d in record.field_dots.items() if n != DELETED]
+
+
+def log_conflict(
+    session: MergeSession, item: FieldMerge, outcome: FieldOutcome, label: str
+) -> None:
+    if item.desktop_value == item.device_value:
+        return
+    if outcome.take == "desktop":
+        winner, value = "desktop", item.desktop_value
+    elif outcome.take == "device":
+        winner, value = "device", item.device_value
+    elif outcome.take == "both":
+        winner, value = "both", outcome.value
+    else:
+        winner, value = "merged", outcome.value
+    status = "open" if outcome.open else "decided"
+    values = {
+        "record_id": item.record_id,
+        "record_kind": item.kind,
+        "label": label,
+        "field": item.field,
+        "desktop_value": item.desktop_value,
+        "device_value": item.device_value,
+        "winner": winner,
+        "value": value,
+        "policy": session.policy.name,
+        "status": status,
+    }
+    rtype = session.registry.record_type("conflict")
+    record, _ = session.desktop.add(
+        rtype, {k: v for k, v in values.items() if v is not None}, strict_names=False
+    )
+    session.report.conflicts.append(
+        ConflictEntry(
+            record.id, item.record_id, item.kind, label, item.field, item.desktop_value,
+            item.device_value, winner, value, session.policy.name, status,
+        )
+    )
+
+
+def validate(session: MergeSession, record: Record) -> None:
+    results = session.registry.hook.salesmgr_validate_merged(session=session, record=record)
+    for problems in results:
+        session.report.warnings.extend(problems or ())
+
+
+def count_device_side(
+    report: MergeReport, back: Delta, device_knowledge: Mapping[str, int]
+) -> None:
+    """What the device will see change, judged from what it knew when it sent its changes."""
+    for record in back.records:
+        if record.kind == "conflict":
+            continue
+        existed = knows(device_knowledge, record.dot)
+        if not existed:
+            if not record.deleted:
+                report.to_device.added += 1
+            continue
+        report.touched_device += 1
+        if record.deleted and not knows(device_knowledge, record.dot_of(DELETED)):
+            report.to_device.deleted += 1
+        else:
+            report.to_device.changed += 1
+
+
+def apply_delta(device: Pipeline, delta: Delta) -> None:
+    """Take the desktop's merged records: the device side of a sync.
+
+    A write of the device's own that the delta's sender had not seen (made after the device sent
+    its changes) is kept, so a late or repeated delta never undoes newer work."""
+    if delta.pipeline_id != device.pipeline_id:
+        raise MergeError("the changes are for a different pipeline")
+    for incoming in delta.records:
+        current = device.records.get(incoming.id)
+        if current is None:
+            device.records[incoming.id] = incoming.copy()
+            continue
+        merged = incoming.copy()
+        for name, dot in dots_of_all(current):
+            if knows(delta.knowledge, dot) or merged.dot_of(name) == dot:
+                continue
+            if name == DELETED:
+                merged.deleted = current.deleted
+                set_field(merged, DELETED, None, dot)
+            else:
+                set_field(merged, name, current.values.get(name), dot)
+        device.records[incoming.id] = merged
+    for replica, counter in delta.knowledge.items():
+        if device.knowledge.get(replica, 0) < counter:
+            device.knowledge[replica] = counter
+    device.peers[delta.replica_id] = dict(delta.knowledge)
+
+
+def dots_of_all(record: Record) -> Iterable[tuple[str, Dot]]:
+    names = set(record.values) | set(record.field_dots)
+    for name in names:
+        yield name, record.dot_of(name)
+    yield DELETED, record.dot_of(DELETED)
+
+
+def merge_files(
+    desktop: Pipeline,
+    device: Pipeline,
+    *,
+    policy: str = "field-merge",
+    combine: bool = False,
+    registry: Registry | None = None,
+) -> MergeResult:
+    """Merge two whole pipelines; both are mutated to the same content."""
+    registry = registry or get_registry()
+    duplicates: list[tuple[str, str, str]] = []
+    if desktop.pipeline_id != device.pipeline_id:
+        if not combine:
+            raise MergeError(
+                "the two files are different pipelines and share no history; "
+                "use --combine to join them (likely duplicates are flagged, not merged)"
+            )
+        duplicates = likely_duplicates(desktop, device)
+        clash = set(desktop.records) & set(device.records)
+        if clash:
+            raise MergeError(f"cannot combine: {len(clash)} record ids appear in both pipelines")
+        device.pipeline_id = desktop.pipeline_id
+    if desktop.replica_id == device.replica_id:
+        raise MergeError("both files are the same replica (was one copied over the other?)")
+    result = merge_delta(
+        desktop, delta_since(device, desktop.knowledge, registry), policy=policy,
+        registry=registry,
+    )
+    before = {rid: r.copy() for rid, r in device.records.items() if rid in
+              {b.id for b in result.back.records}}
+    apply_delta(device, result.back)
+    recount_device_side(result.report, before, device, result.back)
+    result.report.duplicates = duplicates
+    return result
+
+
+def recount_device_side(
+    report: MergeReport, before: dict[str, Record], device: Pipeline, back: Delta
+) -> None:
+    """With the device's whole file at hand, count exactly what changed on it."""
+    counts = Counts()
+    touched = 0
+    for incoming in back.records:
+        if incoming.kind == "conflict":
+            continue
+        old = before.get(incoming.id)
+        new = device.records[incoming.id]
+        if old is None or old.deleted:
+            if not new.deleted:
+                counts.added += 1
+            continue
+        if new.same_content(old):
+            continue
+        touched += 1
+        if new.deleted:
+            counts.deleted += 1
+        else:
+            counts.changed += 1
+    report.to_device = counts
+    report.touched_device = touched
+
+
+def likely_duplicates(desktop: Pipeline, device: Pipeline) -> list[tuple[str, str, str]]:
+    def key(record: Record) -> tuple[str, str]:
+        return (record.get("company").casefold().strip(), record.get("title").casefold().strip())
+
+    index: dict[tuple[str, str], str] = {}
+    for record in desktop.live("opportunity"):
+        index.setdefault(key(record), record.id)
+    found = []
+    for record in device.live("opportunity"):
+        match = index.get(key(record))
+        if match:
+            found.append((match, record.id, f"{record.get('company')} / {record.get('title')}"))
+    return found
+
+
+def user_data(pipeline: Pipeline) -> dict[str, tuple[str, bool, dict[str, str]]]:
+    """A pipeline's content as users see it (no versions, no hidden fields): for comparisons."""
+    return {
+        rid: (
+            r.kind,
+            r.deleted,
+            user_values(r.values),
+        )
+        for rid, r in pipeline.records.items()
+    }

@@ -1,0 +1,228 @@
+"""Properties of the merge, checked by a random office: a desktop and two devices editing one
+pipeline and merging any pair, in any order, with any policy.
+
+After every step: (1) a merged pair holds equal user data; (2) no change that did not conflict is
+lost; (3) every conflict's losing value is in the conflict log; (4) merging again changes nothing;
+(5) a deleted record comes back only with a concurrent edit; (6) a round of merges in any order
+brings every replica to the same content.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+
+import hypothesis.strategies as st
+from hypothesis import settings
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from salesmgr import storage
+from salesmgr.merge import merge_files, user_data
+from salesmgr.model import BASE_PREFIX, DELETED, Pipeline, Record, Sources, use_sources
+from salesmgr.registry import get_registry
+
+REGISTRY = get_registry()
+OPPORTUNITY = REGISTRY.record_type("opportunity")
+ACTIVITY = REGISTRY.record_type("activity")
+REPLICAS = ("desktop", "device1", "device2")
+POLICIES = tuple(sorted(REGISTRY.policies))
+EDITABLE = {
+    "phone": st.sampled_from(["555-0100", "555-0101", "555-0199", ""]),
+    "stage": st.sampled_from(["Lead", "Qualified", "Proposal", "Won", "Lost"]),
+    "value": st.sampled_from(["100.00", "2500.50", "99999.99", ""]),
+    "probability": st.sampled_from(["0", "40", "100"]),
+    "contact": st.sampled_from(["Ann", "Bob", "Zoë", ""]),
+}
+WORDS = st.sampled_from(["visit", "call back", "price ok", "send quote", "ünïcode ✓"])
+
+
+class CountingSources(Sources):
+    """Ids and clock ticks that repeat run after run, so hypothesis can replay and shrink."""
+
+    def __init__(self) -> None:
+        self.ids = 0
+        self.clock = 1_800_000_000_000
+
+    def new_id(self) -> str:
+        self.ids += 1
+        return str(uuid.UUID(int=self.ids))
+
+    def now_ms(self) -> int:
+        self.clock += 1000
+        return self.clock
+
+
+def knows(knowledge: dict[str, int], dot) -> bool:
+    return knowledge.get(dot.replica, 0) >= dot.counter
+
+
+class Office(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.previous_sources = use_sources(CountingSources())
+        origin = Pipeline.create("Shared", "ann", "EUR")
+        for company in ("Acme", "Beta"):
+            origin.add(OPPORTUNITY, {"company": company, "title": "Deal", "notes": "start\n"})
+        self.replicas: dict[str, Pipeline] = {}
+        for name in REPLICAS:
+            replica = copy.deepcopy(origin)
+            replica.fork(f"test:{name}")  # a copied file becomes a replica of its own
+            self.replicas[name] = replica
+        self.merged_pairs: list[tuple[str, str]] = []
+
+    # -- helpers -----------------------------------------------------------------------
+    def live_ids(self, name: str, kind: str = "opportunity") -> list[str]:
+        return sorted(r.id for r in self.replicas[name].live(kind))
+
+    # -- edits ---------------------------------------------------------------------------
+    @rule(who=st.sampled_from(REPLICAS), company=st.sampled_from(["Acme", "Cobalt", "Dyna"]))
+    def add(self, who: str, company: str) -> None:
+        self.replicas[who].add(OPPORTUNITY, {"company": company, "title": "New"})
+
+    @rule(who=st.sampled_from(REPLICAS), data=st.data())
+    def edit(self, who: str, data: st.DataObject) -> None:
+        ids = self.live_ids(who)
+        if not ids:
+            return
+        record_id = data.draw(st.sampled_from(ids))
+        name = data.draw(st.sampled_from(sorted(EDITABLE)))
+        value = data.draw(EDITABLE[name])
+        self.replicas[who].update(OPPORTUNITY, record_id, {name: value})
+
+    @rule(who=st.sampled_from(REPLICAS), data=st.data(), word=WORDS, append=st.booleans())
+    def edit_notes(self, who: str, data: st.DataObject, word: str, append: bool) -> None:
+        ids = self.live_ids(who)
+        if not ids:
+            return
+        record = self.replicas[who].records[data.draw(st.sampled_from(ids))]
+        old = record.values.get("notes", "")
+        notes = old + word + "\n" if append else word + "\n" + old.partition("\n")[2]
+        self.replicas[who].update(OPPORTUNITY, record.id, {"notes": notes})
+
+    @rule(who=st.sampled_from(REPLICAS), data=st.data())
+    def delete(self, who: str, data: st.DataObject) -> None:
+        ids = self.live_ids(who)
+        if ids:
+            self.replicas[who].delete(data.draw(st.sampled_from(ids)))
+
+    @rule(who=st.sampled_from(REPLICAS), data=st.data(), word=WORDS)
+    def log_call(self, who: str, data: st.DataObject, word: str) -> None:
+        ids = self.live_ids(who)
+        if ids:
+            target = data.draw(st.sampled_from(ids))
+            self.replicas[who].add(
+                ACTIVITY, {"opportunity_id": target, "kind": "call", "summary": word}
+            )
+
+    @rule(who=st.sampled_from(REPLICAS))
+    def save_and_reopen(self, who: str) -> None:
+        """The file format keeps every version: a replica survives a save and a load."""
+        replica = self.replicas[who]
+        again = storage.decode(storage.encode(replica), who)
+        assert again == replica
+        self.replicas[who] = again
+
+    # -- merges --------------------------------------------------------------------------
+    @rule(
+        pair=st.permutations(REPLICAS).map(lambda p: (p[0], p[1])),
+        policy=st.sampled_from(POLICIES),
+    )
+    def merge(self, pair: tuple[str, str], policy: str) -> None:
+        desktop_name, device_name = pair
+        desktop, device = self.replicas[desktop_name], self.replicas[device_name]
+        before_desktop, before_device = copy.deepcopy(desktop), copy.deepcopy(device)
+        result = merge_files(desktop, device, policy=policy)
+
+        # (1) equal user data after a merge
+        assert user_data(desktop) == user_data(device)
+        # records are never dropped, only deleted
+        assert set(before_desktop.records) | set(before_device.records) <= set(desktop.records)
+
+        log = {r.id: r for r in desktop.live("conflict")}
+        # (3) every conflict's both values are in the conflict log, on both sides
+        for entry in result.report.conflicts:
+            logged = log[entry.id].values
+            assert logged.get("desktop_value") == entry.desktop_value
+            assert logged.get("device_value") == entry.device_value
+            assert device.records[entry.id].values == logged
+        conflicted = {(e.record_id, e.field) for e in result.report.conflicts}
+        duplicated = {e.record_id for e in result.report.conflicts if e.winner == "both"}
+
+        # (2) a change one side made that the other had not seen survives unless it conflicted
+        for mine, other in ((before_desktop, before_device), (before_device, before_desktop)):
+            for record in mine.records.values():
+                if record.kind == "conflict":
+                    continue
+                merged = desktop.records[record.id]
+                self.check_not_lost(record, other, merged, conflicted, duplicated)
+
+        # (5) no resurrection without a concurrent edit: either this merge weighed a deletion
+        # against an edit, or the other side carries such an earlier, logged decision.
+        undeletes = {r.values["record_id"] for r in log.values() if r.values["field"] == DELETED}
+        for rid, merged in desktop.records.items():
+            for side, other in ((before_desktop, before_device), (before_device, before_desktop)):
+                old = side.records.get(rid)
+                if old is None or not old.deleted or merged.deleted:
+                    continue
+                theirs = other.records.get(rid)
+                assert (rid, DELETED) in conflicted or (
+                    theirs is not None
+                    and not knows(side.knowledge, theirs.dot_of(DELETED))
+                    and rid in undeletes
+                ), f"{rid} came back without a concurrent edit"
+
+        # (4) merging again at once changes nothing
+        data = user_data(desktop)
+        again = merge_files(desktop, device, policy=policy)
+        assert again.report.changes_nothing, again.report.lines()
+        assert user_data(desktop) == data == user_data(device)
+
+    def check_not_lost(
+        self,
+        record: Record,
+        other: Pipeline,
+        merged: Record,
+        conflicted: set[tuple[str, str]],
+        duplicated: set[str],
+    ) -> None:
+        for name in set(record.values) | set(record.field_dots):
+            if name.startswith(BASE_PREFIX) or name == DELETED:
+                continue
+            dot = record.dot_of(name)
+            if knows(other.knowledge, dot):
+                continue  # the other side had seen it: superseding it is no loss
+            mine, now = record.values.get(name), merged.values.get(name)
+            if mine == now or (record.id, name) in conflicted or record.id in duplicated:
+                continue
+            if name == "notes" and mine and now:
+                # a line merge keeps every line this side wrote
+                assert set(mine.splitlines()) <= set(now.splitlines()), (mine, now)
+                continue
+            if name not in merged.field_dots and merged.dot_of(name) == record.dot_of(name):
+                continue
+            raise AssertionError(f"{record.id} {name}: {mine!r} lost, now {now!r}")
+
+    @precondition(lambda self: True)
+    @rule(order=st.permutations([(a, b) for a in REPLICAS for b in REPLICAS if a < b]))
+    def full_round(self, order: list[tuple[str, str]]) -> None:
+        """(6) Merging every pair, in any order, twice over, brings everyone together."""
+        for _ in range(2):
+            for a, b in order:
+                merge_files(self.replicas[a], self.replicas[b])
+        first = user_data(self.replicas[REPLICAS[0]])
+        for name in REPLICAS[1:]:
+            assert user_data(self.replicas[name]) == first
+
+    def teardown(self) -> None:
+        use_sources(self.previous_sources)
+
+    @invariant()
+    def replicas_stay_distinct(self) -> None:
+        ids = {r.replica_id for r in self.replicas.values()}
+        assert len(ids) == len(REPLICAS)
+
+
+Office.TestCase.settings = settings(
+    max_examples=int(__import__("os").environ.get("OFFICE_EXAMPLES", "150")), stateful_step_count=40, deadline=None
+)
+TestOffice = Office.TestCase
