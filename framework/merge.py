@@ -294,7 +294,7 @@ def take_new(session: MergeSession, record: Record) -> None:
     if record.id in desktop.records:
         raise MergeError(f"record {record.id} was left unmatched although both sides have it")
     desktop.records[record.id] = record.copy()
-    if not record.deleted:
+    if not record.deleted and record.kind != "conflict":
         session.report.to_desktop.added += 1
         validate(session, desktop.records[record.id])
 
@@ -347,7 +347,7 @@ def merge_pair(session: MergeSession, mine: Record, theirs: Record) -> None:
         apply_outcome(session, mine, theirs, item, outcome)
     settle_deletion(session, mine, theirs, outcomes.get(DELETED), label)
 
-    if not mine.same_content(before):
+    if mine.kind != "conflict" and not mine.same_content(before):
         if mine.deleted and not before.deleted:
             session.report.to_desktop.deleted += 1
         elif not mine.deleted and before.deleted:

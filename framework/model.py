@@ -237,6 +237,16 @@ class Pipeline:
                 record.field_dots[name] = dot
         return record, warnings
 
+    def undelete(self, record_id: str) -> Record:
+        """Bring a deleted record back (resolving a delete/edit conflict the other way)."""
+        record = self.records.get(record_id)
+        if record is None:
+            raise UnknownRecordError(f"no record with id {record_id!r} in pipeline {self.name!r}")
+        if record.deleted:
+            record.deleted = False
+            record.field_dots[DELETED] = self.tick()
+        return record
+
     def delete(self, record_id: str, kind: str | None = None) -> Record:
         record = self.find(record_id, kind)
         record.deleted = True

@@ -1,0 +1,171 @@
+"""Commands that merge two pipeline files and settle their conflicts: merge, conflicts, resolve."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from salesmgr.cli import editing_pipeline, open_pipeline, save_pipeline, warn
+from salesmgr.errors import MergeError, UnknownRecordError, ValidationError
+from salesmgr.merge import merge_files
+from salesmgr.model import DELETED, Pipeline, Record
+from salesmgr.registry import get_registry
+from salesmgr.views import make_console, output_mode, plain_table, rich_table
+
+
+def policy_option(default: str = "field-merge") -> click.Option:
+    return click.option(
+        "--policy",
+        default=default,
+        show_default=True,
+        metavar="NAME",
+        help="who wins a true conflict: field-merge, desktop-wins, device-wins, newest-record, "
+        "keep-both, manual, or a plugin's policy (salesmgr plugins)",
+    )
+
+
+@click.command("merge")
+@click.argument("desktop", type=click.Path(dir_okay=False))
+@click.argument("device", type=click.Path(dir_okay=False))
+@policy_option()
+@click.option("--combine", is_flag=True, help="join two unrelated pipelines (flags duplicates)")
+@click.option("--dry-run", is_flag=True, help="print the report and write nothing")
+@click.option("--allow-mass-change", is_flag=True,
+              help="write even if more than half of one side's records would change")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+def merge_command(
+    desktop: str, device: str, policy: str, combine: bool, dry_run: bool,
+    allow_mass_change: bool, as_json: bool,
+) -> None:
+    """Merge DESKTOP and DEVICE so both hold every change and addition made on either side.
+
+    Where both sides changed the same field differently the policy decides and the losing value
+    goes to the conflict log (salesmgr conflicts).  Both files are replaced atomically."""
+    get_registry().policy(policy)  # an unknown policy is an error before anything is read
+    desk, dev = open_pipeline(desktop), open_pipeline(device)
+    desktop_before = sum(1 for _ in desk.live())
+    device_before = sum(1 for _ in dev.live())
+    result = merge_files(desk, dev, policy=policy, combine=combine)
+    reason = result.mass_change(desktop_before, device_before)
+    if reason and not (allow_mass_change or dry_run):
+        raise MergeError(reason)
+    if not dry_run:
+        # The desktop first: it minted the versions of the merge's own decisions.
+        save_pipeline(desk, desktop)
+        save_pipeline(dev, device)
+    report = result.report
+    if as_json:
+        click.echo(json.dumps({**report.as_json(), "dry_run": dry_run}, indent=2))
+        return
+    if dry_run:
+        click.echo("dry run: nothing was written")
+    for line in report.lines():
+        click.echo(line)
+    if reason and dry_run:
+        warn(reason)
+
+
+def conflict_rows(pipeline: Pipeline, include_all: bool) -> list[Record]:
+    rows = [
+        r for r in pipeline.live("conflict")
+        if include_all or r.values.get("status") == "open"
+    ]
+    return sorted(rows, key=lambda r: (r.dot.at, r.id))
+
+
+def conflict_json(record: Record) -> dict[str, object]:
+    values = record.values
+    return {
+        "id": record.id,
+        "record_id": values.get("record_id"),
+        "record_kind": values.get("record_kind"),
+        "label": values.get("label", ""),
+        "field": values.get("field"),
+        "desktop_value": values.get("desktop_value"),
+        "device_value": values.get("device_value"),
+        "winner": values.get("winner"),
+        "value": values.get("value"),
+        "policy": values.get("policy"),
+        "status": values.get("status"),
+        "resolution": values.get("resolution"),
+        "when": record.dot.when(),
+    }
+
+
+@click.command("conflicts")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--all", "include_all", is_flag=True, help="also decided and resolved conflicts")
+@click.option("--json", "as_json", is_flag=True)
+def conflicts_command(file: str, include_all: bool, as_json: bool) -> None:
+    """List open conflicts (with --all, every conflict a merge decided too)."""
+    rows = [conflict_json(r) for r in conflict_rows(open_pipeline(file), include_all)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    columns = ["id", "label", "field", "desktop_value", "device_value", "winner", "policy",
+               "status"]
+    cells = [[short(row.get(c)) for c in columns] for row in rows]
+    if output_mode(False) == "table":
+        make_console().print(rich_table(columns, cells, title="conflicts", limit=None))
+    else:
+        click.echo(plain_table(columns, cells), nl=False)
+
+
+def short(value: object) -> str:
+    text = "" if value is None else str(value)
+    text = text.replace("\n", "⏎")
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+@click.command("resolve")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("conflict_id")
+@click.option("--take", required=True, metavar="desktop|device|VALUE",
+              help="keep the desktop's value, the device's, or give the value to use")
+def resolve_command(file: str, conflict_id: str, take: str) -> None:
+    """Settle or reverse a conflict's decision; the choice travels on the next merge."""
+    registry = get_registry()
+    with editing_pipeline(file) as pipeline:
+        conflict = pipeline.find(conflict_id, "conflict")
+        values = conflict.values
+        target_id, field = values["record_id"], values["field"]
+        target = pipeline.records.get(target_id)
+        if target is None:
+            raise UnknownRecordError(f"the conflict's record {target_id} is not in {file}")
+        if take in ("desktop", "device"):
+            chosen = values.get(f"{take}_value")
+        else:
+            chosen = take
+        if field == DELETED:
+            apply_deletion_choice(pipeline, target, chosen)
+        elif field == "*":
+            raise ValidationError("this conflict was decided for the whole record; edit it")
+        else:
+            if target.deleted:
+                raise ValidationError(f"record {target_id[:8]} is deleted; resolve its deletion")
+            rtype = registry.record_type(target.kind)
+            _, warnings = pipeline.update(rtype, target.id, {field: chosen or None})
+            for warning in warnings:
+                warn(warning)
+        winner = take if take in ("desktop", "device") else "merged"
+        pipeline.update(
+            registry.record_type("conflict"),
+            conflict.id,
+            {"status": "resolved", "resolution": take, "winner": winner,
+             "value": target.values.get(field) if field != DELETED else chosen},
+        )
+    click.echo(f"resolved {conflict.id[:8]}: {values.get('label') or target_id[:8]} {field}")
+
+
+def apply_deletion_choice(pipeline: Pipeline, target: Record, chosen: str | None) -> None:
+    if chosen == "deleted":
+        if not target.deleted:
+            pipeline.delete(target.id)
+    elif chosen in ("edited", None, ""):
+        pipeline.undelete(target.id)
+    else:
+        raise ValidationError("a deletion conflict takes desktop, device, 'deleted' or 'edited'")
+
+
+commands = [merge_command, conflicts_command, resolve_command]
