@@ -9,7 +9,8 @@ the built-in rules are the plugin `salesmgr.merge_rules`.  The same code serves 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as default
 from typing import Any, Literal
 
 from salesmgr.errors import MergeError
@@ -81,7 +82,7 @@ class Conflict:
     label: str = ""
     desktop_record: Record | None = None
     device_record: Record | None = None
-    fields: list[FieldMerge] = field(default_factory=list)
+    fields: list[FieldMerge] = default(default_factory=list)
 
     @property
     def is_deletion(self) -> bool:
@@ -130,11 +131,11 @@ class ConflictEntry:
 @dataclass
 class MergeReport:
     policy: str
-    to_desktop: Counts = field(default_factory=Counts)
-    to_device: Counts = field(default_factory=Counts)
-    conflicts: list[ConflictEntry] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    duplicates: list[tuple[str, str, str]] = field(default_factory=list)  # combine: likely dupes
+    to_desktop: Counts = default(default_factory=Counts)
+    to_device: Counts = default(default_factory=Counts)
+    conflicts: list[ConflictEntry] = default(default_factory=list)
+    warnings: list[str] = default(default_factory=list)
+    duplicates: list[tuple[str, str, str]] = default(default_factory=list)  # combine: likely dupes
     # ids overwritten or deleted on each side, for the mass-change guard
     touched_desktop: int = 0
     touched_device: int = 0
@@ -192,8 +193,8 @@ class MergeSession:
     delta: Delta  # the device's changes
     policy: MergePolicy
     registry: Registry
-    desktop_changes: list[Record] = field(default_factory=list)
-    report: MergeReport = field(default_factory=lambda: MergeReport("field-merge"))
+    desktop_changes: list[Record] = default(default_factory=list)
+    report: MergeReport = default(default_factory=lambda: MergeReport("field-merge"))
 
     @property
     def device_knowledge(self) -> dict[str, int]:
@@ -675,8 +676,9 @@ def merge_files(
         desktop, delta_since(device, desktop.knowledge, registry), policy=policy,
         registry=registry,
     )
-    before = {rid: r.copy() for rid, r in device.records.items() if rid in
-              {b.id for b in result.back.records}}
+    before = {
+        r.id: device.records[r.id].copy() for r in result.back.records if r.id in device.records
+    }
     apply_delta(device, result.back)
     recount_device_side(result.report, before, device, result.back)
     result.report.duplicates = duplicates

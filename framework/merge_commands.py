@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -14,7 +16,7 @@ from salesmgr.registry import get_registry
 from salesmgr.views import make_console, output_mode, plain_table, rich_table
 
 
-def policy_option(default: str = "field-merge") -> click.Option:
+def policy_option(default: str = "field-merge") -> Callable[[Any], Any]:
     return click.option(
         "--policy",
         default=default,
