@@ -452,13 +452,19 @@ def decide_record(
     winner: Side = "desktop" if outcome.take == "desktop" else "device"
     # The loser's changes to this record since the two last agreed are all overruled.
     for name, (item, field_outcome) in list(outcomes.items()):
-        loser_changed = (
-            not item.desktop_knows_device if winner == "desktop" else not item.device_knows_desktop
-        )
-        if field_outcome.take == "conflict" or (loser_changed and field_outcome.take != winner):
+        if field_outcome.take == "conflict":
             decided = FieldOutcome(winner)
-            outcomes[name] = (item, decided)
-            log_conflict(session, item, decided, label)
+        elif field_outcome.take != winner and (
+            not item.desktop_knows_device if winner == "desktop" else not item.device_knows_desktop
+        ):
+            # The winner's value is older than the write it overrules: putting it back is a new
+            # write, or a replica that has seen the overruled write would not take it.
+            value = item.desktop_value if winner == "desktop" else item.device_value
+            decided = FieldOutcome("merged", value)
+        else:
+            continue
+        outcomes[name] = (item, decided)
+        log_conflict(session, item, FieldOutcome(winner), label)
 
 
 def apply_outcome(
