@@ -138,9 +138,9 @@ def make_plugin_manager(
             pm.load_setuptools_entrypoints(hookspecs.PROJECT)
         except Exception as problem:  # a broken third-party plugin must not look like our bug
             raise PluginError(f"cannot load a salesmgr plugin: {problem}") from problem
-    for plugin in extra:
-        pm.register(plugin)
     try:
+        for plugin in extra:
+            pm.register(plugin)
         pm.check_pending()
     except pluggy.PluginValidationError as problem:
         raise PluginError(str(problem)) from None

@@ -3,22 +3,34 @@
 The construct declarations below are the source of truth; ``docs/file-format.md`` follows them
 field by field.  Reading checks the envelope (magic, version, length, CRC32) on the raw bytes
 first; only bytes that passed reach the *compiled* body parser, whose speed comes from skipping the
-checks a corrupt file would need.
+checks a corrupt file would need.  A hostile writer can still produce a correct CRC, so every count
+and length the body declares is then checked against the bytes actually present (`check_sizes`),
+and every index and id against the rest, before anything is built from it.
+
+Records are stored by type (one *section* per record type) and by field (one *column* per field
+name), so a field or a record type this version has never heard of is carried as a column or a
+section like any other, and written back unchanged: reading and saving never drops data.
+Writing orders everything, so equal pipelines give equal bytes.
 """
 
 from __future__ import annotations
 
+import gc
+import io
+import re
 import struct
 import zlib
 from array import array
-from collections.abc import Callable, Iterable
-from itertools import accumulate
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from itertools import accumulate, compress, filterfalse, repeat
+from operator import attrgetter
 from typing import Any
 
 import construct as cs
 from construct import this
 
-from salesmgr.errors import PipelineFileError
+from salesmgr.errors import PipelineFileError, ValidationError
 from salesmgr.hookspecs import hookimpl
 from salesmgr.model import Dot, Pipeline, Record
 from salesmgr.registry import Codec
@@ -27,20 +39,23 @@ MAGIC = b"SMGRPIPE"
 MAJOR, MINOR = 1, 0
 MAX_BODY = 1 << 32  # 4 GiB: far beyond any pipeline; a larger declared length is hostile
 ABSENT = 0xFFFFFFFF  # column length meaning "this record has no value for this field"
+DELETED_FLAG = 0x01  # the only record flag of version 1; the other bits must be 0
 
 Envelope = cs.Struct(
     "magic" / cs.Const(MAGIC),
-    "major" / cs.Int8ul,
-    "minor" / cs.Int8ul,
+    "major" / cs.Int8ul,  # a reader refuses a newer major version
+    "minor" / cs.Int8ul,  # a reader accepts any minor version of its major
     "flags" / cs.Int16ul,  # reserved, 0
     "body_length" / cs.Int64ul,
-    "body_crc32" / cs.Int32ul,
+    "crc32" / cs.Int32ul,  # zlib CRC-32 of the 20 bytes above followed by the body
 )
 ENVELOPE_SIZE = Envelope.sizeof()
+CRC_COVERS = ENVELOPE_SIZE - 4  # the envelope bytes before the crc32 field
 
 Text = cs.PascalString(cs.Int32ul, "utf8")
 DOT = struct.Struct("<IQq")  # replica index, counter, wall clock in ms
 OVERRIDE = struct.Struct("<IIQq")  # record index, then a DOT
+KNOWLEDGE = struct.Struct("<IQ")  # replica index, highest counter seen from it
 
 Column = cs.Struct(
     "name" / Text,
@@ -64,7 +79,7 @@ Section = cs.Struct(
 PeerKnowledge = cs.Struct(
     "replica" / cs.Int32ul,
     "entry_count" / cs.Int32ul,
-    "entries" / cs.Bytes(12 * this.entry_count),  # (replica index u32, counter u64)
+    "entries" / cs.Bytes(KNOWLEDGE.size * this.entry_count),
 )
 
 Body = cs.Struct(
@@ -77,7 +92,7 @@ Body = cs.Struct(
     "replica_count" / cs.Int32ul,
     "replicas" / cs.Bytes(16 * this.replica_count),
     "knowledge_count" / cs.Int32ul,
-    "knowledge" / cs.Bytes(12 * this.knowledge_count),
+    "knowledge" / cs.Bytes(KNOWLEDGE.size * this.knowledge_count),
     "peer_count" / cs.Int32ul,
     "peers" / cs.Array(this.peer_count, PeerKnowledge),
     "extra_count" / cs.Int32ul,
@@ -87,9 +102,9 @@ Body = cs.Struct(
 )
 CompiledBody = Body.compile()
 
-KNOWLEDGE = struct.Struct("<IQ")
 U32 = "I" if array("I").itemsize == 4 else "L"
 BIG_ENDIAN_HOST = struct.pack("=I", 1) != struct.pack("<I", 1)
+CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def uuid_text(raw: bytes) -> str:
@@ -97,12 +112,37 @@ def uuid_text(raw: bytes) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def uuid_bytes(text: str) -> bytes:
-    return bytes.fromhex(text.replace("-", ""))
+def uuid_texts(raw: bytes) -> list[str]:
+    return [uuid_text(raw[i : i + 16]) for i in range(0, len(raw), 16)]
+
+
+def uuid_bytes(texts: list[str], what: str) -> bytes:
+    """The 16-byte forms of canonical UUID texts, refusing any other spelling (which would not
+    read back equal)."""
+    bad = next(filterfalse(CANONICAL_UUID.fullmatch, texts), None)
+    if bad is not None:
+        raise ValidationError(f"cannot save: {what} {bad!r} is not a lowercase UUID")
+    return bytes.fromhex("".join(texts).replace("-", ""))
+
+
+RUNS_PAST = "a declared count or length runs past the end of the body"
 
 
 class CorruptBody(Exception):
     """The body passed its CRC but breaks a rule of the format (a hostile or buggy writer)."""
+
+
+@contextmanager
+def cyclic_gc_paused() -> Iterator[None]:
+    """Building 100,000 records makes hundreds of thousands of containers, none in a cycle; the
+    cyclic collector would otherwise rescan them again and again (decoding took twice as long)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 class PipelineCodecV1(Codec):
@@ -114,36 +154,50 @@ class PipelineCodecV1(Codec):
         self.parser = parser
 
     def sniff(self, head: bytes) -> bool:
-        return head[: len(MAGIC)] == MAGIC
+        # A file cut inside the magic is still ours, so it is reported as truncated.
+        return bool(head) and head[: len(MAGIC)] == MAGIC[: len(head)]
 
     # -- reading ----------------------------------------------------------------------------
     def decode(self, data: bytes, source: str) -> Pipeline:
         body = self.open_envelope(data, source)
+        stream = io.BytesIO(body)
         try:
-            parsed = self.parser.parse(body)
-            return self.to_pipeline(parsed, len(body))
-        except (cs.ConstructError, struct.error, UnicodeDecodeError, CorruptBody) as problem:
-            raise PipelineFileError(source, f"corrupt pipeline file ({problem})") from None
-        except (ValueError, IndexError, OverflowError, MemoryError) as problem:
-            raise PipelineFileError(source, f"corrupt pipeline file ({problem!r})") from None
+            parsed = self.parser.parse_stream(stream)
+        except (cs.ConstructError, struct.error, OverflowError, UnicodeDecodeError) as problem:
+            bad_text = isinstance(problem, UnicodeDecodeError | cs.StringError)
+            if bad_text and stream.tell() < len(body):
+                reason = "text that is not valid UTF-8"
+            else:
+                # A verified body runs short only where a declared count or length exceeds
+                # what follows (the compiled parser then decodes whatever is left as text).
+                reason = RUNS_PAST
+            raise PipelineFileError(source, f"corrupt pipeline file: {reason}") from None
+        try:
+            check_sizes(parsed)
+            if stream.tell() != len(body):
+                raise CorruptBody(f"{len(body) - stream.tell()} unexplained bytes after the body")
+            with cyclic_gc_paused():
+                return self.to_pipeline(parsed)
+        except CorruptBody as corrupt:
+            raise PipelineFileError(source, f"corrupt pipeline file: {corrupt}") from None
 
     @staticmethod
     def open_envelope(data: bytes, source: str) -> bytes:
-        if len(data) < ENVELOPE_SIZE:
-            if MAGIC.startswith(data[: len(MAGIC)]) and data:
-                raise PipelineFileError(source, f"truncated ({len(data)} bytes)")
+        """The body, once magic, version, length and CRC are right; else PipelineFileError."""
+        if not data:
+            raise PipelineFileError(source, "is empty, not a pipeline file")
+        if data[: len(MAGIC)] != MAGIC[: len(data)]:
             raise PipelineFileError(source, "not a salesmgr pipeline file")
-        try:
-            env = Envelope.parse(data[:ENVELOPE_SIZE])
-        except cs.ConstructError:
-            raise PipelineFileError(source, "not a salesmgr pipeline file") from None
+        if len(data) < ENVELOPE_SIZE:
+            raise PipelineFileError(source, f"truncated ({len(data)} bytes)")
+        env = Envelope.parse(data[:ENVELOPE_SIZE])
         if env.major > MAJOR:
             raise PipelineFileError(
                 source,
                 f"format version {env.major}.{env.minor} is newer than this salesmgr reads "
                 f"({MAJOR}.x); upgrade salesmgr",
             )
-        if env.major < 1:
+        if env.major < MAJOR:
             raise PipelineFileError(source, f"unknown format version {env.major}.{env.minor}")
         present = len(data) - ENVELOPE_SIZE
         if env.body_length > MAX_BODY:
@@ -157,26 +211,39 @@ class PipelineCodecV1(Codec):
                 source, f"{present - env.body_length} unexpected bytes after the end"
             )
         body = data[ENVELOPE_SIZE:]
-        if zlib.crc32(body) != env.body_crc32:
+        if zlib.crc32(body, zlib.crc32(data[:CRC_COVERS])) != env.crc32:
             raise PipelineFileError(source, "checksum mismatch: the file is damaged")
+        if env.flags:
+            raise PipelineFileError(
+                source, f"uses envelope flags {env.flags:#06x} that format {MAJOR}.x does not have"
+            )
         return body
 
-    def to_pipeline(self, parsed: Any, body_length: int) -> Pipeline:
-        raw_replicas = parsed.replicas
-        replicas = [uuid_text(raw_replicas[i : i + 16]) for i in range(0, len(raw_replicas), 16)]
-        if len(replicas) != parsed.replica_count or len(parsed.pipeline_id) != 16:
-            raise CorruptBody("short replica table")
+    def to_pipeline(self, parsed: Any) -> Pipeline:
+        replicas = uuid_texts(parsed.replicas)
+        if len(set(replicas)) != len(replicas):
+            raise CorruptBody("a replica id appears twice in the replica table")
 
         def replica(index: int) -> str:
             if index >= len(replicas):
-                raise CorruptBody(f"replica index {index} out of range")
+                raise CorruptBody(f"replica index {index} out of range ({len(replicas)} replicas)")
             return replicas[index]
 
-        def knowledge_of(raw: bytes) -> dict[str, int]:
-            if len(raw) % KNOWLEDGE.size:
-                raise CorruptBody("short knowledge table")
-            return {replica(i): c for i, c in KNOWLEDGE.iter_unpack(raw)}
+        def knowledge_of(raw: bytes, count: int, what: str) -> dict[str, int]:
+            known = {replica(i): c for i, c in KNOWLEDGE.iter_unpack(raw)}
+            if len(known) != count:
+                raise CorruptBody(f"a replica appears twice in the {what}")
+            return known
 
+        peers = {
+            replica(p.replica): knowledge_of(p.entries, p.entry_count, "peer knowledge")
+            for p in parsed.peers
+        }
+        if len(peers) != len(parsed.peers):
+            raise CorruptBody("a replica appears twice in the peer table")
+        extra = {e.key: e.value for e in parsed.extra}
+        if len(extra) != len(parsed.extra):
+            raise CorruptBody("a header extra key appears twice")
         pipeline = Pipeline(
             pipeline_id=uuid_text(parsed.pipeline_id),
             name=parsed.name,
@@ -184,58 +251,98 @@ class PipelineCodecV1(Codec):
             currency=parsed.currency,
             replica_id=replica(parsed.replica),
             home=parsed.home,
-            knowledge=knowledge_of(parsed.knowledge),
-            peers={replica(p.replica): knowledge_of(p.entries) for p in parsed.peers},
-            extra={e.key: e.value for e in parsed.extra},
+            knowledge=knowledge_of(parsed.knowledge, parsed.knowledge_count, "knowledge"),
+            peers=peers,
+            extra=extra,
         )
-        dot_cache: dict[tuple[int, int, int], Dot] = {}
-
-        def dot(index: int, counter: int, at: int) -> Dot:
-            key = (index, counter, at)
-            found = dot_cache.get(key)
-            if found is None:
-                found = dot_cache[key] = Dot(counter, replica(index), at)
-            return found
-
-        records = pipeline.records
+        kinds = [s.kind for s in parsed.sections]
+        if len(set(kinds)) != len(kinds):
+            raise CorruptBody("a record type has two sections")
         for section in parsed.sections:
-            self.read_section(section, records, dot)
+            self.read_section(section, replicas, pipeline.records)
         return pipeline
 
     @staticmethod
-    def read_section(
-        section: Any, records: dict[str, Record], dot: Callable[[int, int, int], Dot]
-    ) -> None:
+    def read_section(section: Any, replicas: list[str], records: dict[str, Record]) -> None:
         count, kind = section.count, section.kind
-        ids_raw, flags, dots_raw = section.ids, section.flags, section.dots
-        if len(ids_raw) != 16 * count or len(flags) != count or len(dots_raw) != DOT.size * count:
-            raise CorruptBody(f"short record table in section {kind!r}")
-        ids = [uuid_text(ids_raw[i : i + 16]) for i in range(0, 16 * count, 16)]
-        base_dots = [dot(*d) for d in DOT.iter_unpack(dots_raw)]
-        values: list[dict[str, str]] = [{} for _ in range(count)]
+        where = f"section {kind!r}"
+        if section.flags.translate(None, bytes([0, DELETED_FLAG])):
+            raise CorruptBody(f"record flags this version does not have in {where}")
+        names = [c.name for c in section.columns]
+        if len(set(names)) != len(names):
+            raise CorruptBody(f"a column appears twice in {where}")
+        try:
+            new_dot = Dot._make
+            dots = [new_dot((c, replicas[r], at)) for r, c, at in DOT.iter_unpack(section.dots)]
+        except IndexError:
+            raise CorruptBody(f"a replica index in {where} is out of range") from None
+
+        # Columns every record has become each record's dict in one C-level pass; the sparse
+        # ones are then added value by value.
+        full: list[tuple[str, list[str]]] = []
+        sparse: list[tuple[str, list[int], list[str]]] = []
+        for column in section.columns:
+            present, texts = column_texts(column, count, where)
+            if present is None:
+                full.append((column.name, texts))
+            else:
+                sparse.append((column.name, present, texts))
+        if full:
+            full_names = tuple(name for name, _ in full)
+            rows = zip(*(texts for _, texts in full), strict=True)
+            values = list(map(dict, map(zip, repeat(full_names), rows)))
+        else:
+            values = [{} for _ in range(count)]
+        for name, present, texts in sparse:
+            for index, text in zip(present, texts, strict=True):
+                values[index][name] = text
+
         field_dots: list[dict[str, Dot]] = [{} for _ in range(count)]
+        shared: dict[tuple[int, int, int], Dot] = {}  # one Dot per edit, as in memory
         for column in section.columns:
             name = column.name
-            for index, text in column_values(column, count):
-                values[index][name] = text
-            if len(column.overrides) != OVERRIDE.size * column.override_count:
-                raise CorruptBody(f"short override table in column {name!r}")
-            for index, rep, counter, at in OVERRIDE.iter_unpack(column.overrides):
+            for index, r, c, at in OVERRIDE.iter_unpack(column.overrides):
                 if index >= count:
-                    raise CorruptBody(f"record index {index} out of range")
-                field_dots[index][name] = dot(rep, counter, at)
-        for i, record_id in enumerate(ids):
-            if record_id in records:
-                raise CorruptBody(f"record {record_id} appears twice")
-            records[record_id] = Record(
-                kind, record_id, values[i], base_dots[i], field_dots[i], bool(flags[i] & 1)
-            )
+                    raise CorruptBody(f"record index {index} out of range in {where}")
+                if name in field_dots[index]:
+                    raise CorruptBody(f"field {name!r} of one record has two versions in {where}")
+                key = (r, c, at)
+                found = shared.get(key)
+                if found is None:
+                    if r >= len(replicas):
+                        raise CorruptBody(f"a replica index in {where} is out of range")
+                    found = shared[key] = Dot(c, replicas[r], at)
+                field_dots[index][name] = found
+
+        ids = uuid_texts(section.ids)
+        deleted = list(map(bool, section.flags))
+        before = len(records)
+        records.update(
+            zip(ids, map(Record, repeat(kind), ids, values, dots, field_dots, deleted), strict=True)
+        )
+        if len(records) != before + count:
+            raise CorruptBody(f"a record id appears twice (in {where})")
 
     # -- writing ----------------------------------------------------------------------------
     def encode(self, pipeline: Pipeline) -> bytes:
-        index: dict[str, int] = {}
-        for rid in self.replicas_of(pipeline):
-            index.setdefault(rid, len(index))
+        """The file's bytes; equal pipelines give equal bytes, whatever their dicts' order.
+
+        Raises ValidationError for what version 1 cannot hold (an id that is not a lowercase
+        UUID, text with lone surrogates, a counter beyond 64 bits)."""
+        try:
+            return self.build(pipeline)
+        except UnicodeEncodeError as problem:
+            raise ValidationError(
+                f"cannot save: text {problem.object[:40]!r} is not valid Unicode"
+            ) from None
+        except struct.error as problem:
+            raise ValidationError(
+                f"cannot save: a version number is out of range ({problem})"
+            ) from None
+
+    def build(self, pipeline: Pipeline) -> bytes:
+        replicas = self.replicas_of(pipeline)
+        index = {rid: i for i, rid in enumerate(replicas)}
 
         def knowledge_bytes(knowledge: dict[str, int]) -> bytes:
             return b"".join(KNOWLEDGE.pack(index[r], c) for r, c in sorted(knowledge.items()))
@@ -244,28 +351,24 @@ class PipelineCodecV1(Codec):
         for record in pipeline.records.values():
             by_kind.setdefault(record.kind, []).append(record)
         sections = [
-            self.section(kind, sorted(by_kind[kind], key=lambda r: r.id), index)
+            self.section(kind, sorted(by_kind[kind], key=attrgetter("id")), index)
             for kind in sorted(by_kind)
         ]
         body = Body.build(
             {
-                "pipeline_id": uuid_bytes(pipeline.pipeline_id),
+                "pipeline_id": uuid_bytes([pipeline.pipeline_id], "pipeline id"),
                 "replica": index[pipeline.replica_id],
                 "name": pipeline.name,
                 "owner": pipeline.owner,
                 "currency": pipeline.currency,
                 "home": pipeline.home,
-                "replica_count": len(index),
-                "replicas": b"".join(uuid_bytes(r) for r in index),
+                "replica_count": len(replicas),
+                "replicas": uuid_bytes(replicas, "replica id"),
                 "knowledge_count": len(pipeline.knowledge),
                 "knowledge": knowledge_bytes(pipeline.knowledge),
                 "peer_count": len(pipeline.peers),
                 "peers": [
-                    {
-                        "replica": index[r],
-                        "entry_count": len(k),
-                        "entries": knowledge_bytes(k),
-                    }
+                    {"replica": index[r], "entry_count": len(k), "entries": knowledge_bytes(k)}
                     for r, k in sorted(pipeline.peers.items())
                 ],
                 "extra_count": len(pipeline.extra),
@@ -274,16 +377,12 @@ class PipelineCodecV1(Codec):
                 "sections": sections,
             }
         )
-        envelope = Envelope.build(
-            {
-                "major": MAJOR,
-                "minor": MINOR,
-                "flags": 0,
-                "body_length": len(body),
-                "body_crc32": zlib.crc32(body),
-            }
-        )
-        return envelope + body
+        if len(body) > MAX_BODY:
+            raise ValidationError(f"cannot save: {len(body)} bytes is too large for one file")
+        head = Envelope.build(
+            {"major": MAJOR, "minor": MINOR, "flags": 0, "body_length": len(body), "crc32": 0}
+        )[:CRC_COVERS]
+        return head + struct.pack("<I", zlib.crc32(body, zlib.crc32(head))) + body
 
     @staticmethod
     def replicas_of(pipeline: Pipeline) -> list[str]:
@@ -299,31 +398,27 @@ class PipelineCodecV1(Codec):
 
     @staticmethod
     def section(kind: str, records: list[Record], index: dict[str, int]) -> dict[str, Any]:
-        names: set[str] = set()
-        for record in records:
-            names.update(record.values)
-            names.update(record.field_dots)
+        edited = [(i, r.field_dots) for i, r in enumerate(records) if r.field_dots]
+        names: set[str] = set().union(*(r.values for r in records))
+        for _, field_dots in edited:
+            names.update(field_dots)
+        # One pass over the records (each dict visited once) fills every column.
+        texts: dict[str, list[str | None]] = {name: [None] * len(records) for name in names}
+        for i, record in enumerate(records):
+            for name, text in record.values.items():
+                texts[name][i] = text
         columns = []
         for name in sorted(names):
-            lengths = array(U32)
-            chunks: list[bytes] = []
-            overrides: list[bytes] = []
-            for i, record in enumerate(records):
-                text = record.values.get(name)
-                if text is None:
-                    lengths.append(ABSENT)
-                else:
-                    raw = text.encode("utf-8")
-                    lengths.append(len(raw))
-                    chunks.append(raw)
-                d = record.field_dots.get(name)
-                if d is not None:
-                    overrides.append(OVERRIDE.pack(i, index[d.replica], d.counter, d.at))
-            data = b"".join(chunks)
+            lengths, data = column_bytes(texts.pop(name))
+            overrides = [
+                OVERRIDE.pack(i, index[d.replica], d.counter, d.at)
+                for i, field_dots in edited
+                if (d := field_dots.get(name)) is not None
+            ]
             columns.append(
                 {
                     "name": name,
-                    "lengths": little_endian(lengths),
+                    "lengths": lengths,
                     "data_length": len(data),
                     "data": data,
                     "override_count": len(overrides),
@@ -333,8 +428,8 @@ class PipelineCodecV1(Codec):
         return {
             "kind": kind,
             "count": len(records),
-            "ids": b"".join(uuid_bytes(r.id) for r in records),
-            "flags": bytes(1 if r.deleted else 0 for r in records),
+            "ids": uuid_bytes([r.id for r in records], "record id"),
+            "flags": bytes(DELETED_FLAG if r.deleted else 0 for r in records),
             "dots": b"".join(
                 DOT.pack(index[r.dot.replica], r.dot.counter, r.dot.at) for r in records
             ),
@@ -343,35 +438,77 @@ class PipelineCodecV1(Codec):
         }
 
 
-def little_endian(values: array) -> bytes:
-    if BIG_ENDIAN_HOST:
-        values = array(values.typecode, values)
-        values.byteswap()
-    return values.tobytes()
+def check_sizes(parsed: Any) -> None:
+    """Every byte string is as long as declared, or RUNS_PAST.
+
+    The compiled parser reads what is there, not what was declared, so a declared size larger
+    than the rest of the body leaves the last field short instead of failing where the
+    interpreted parser stops (with RUNS_PAST).  Checking this before anything else gives both the
+    same answer, and lets the rest trust every count."""
+    fields = [
+        (parsed.pipeline_id, 16),
+        (parsed.replicas, 16 * parsed.replica_count),
+        (parsed.knowledge, KNOWLEDGE.size * parsed.knowledge_count),
+    ]
+    fields += [(p.entries, KNOWLEDGE.size * p.entry_count) for p in parsed.peers]
+    for s in parsed.sections:
+        fields += [(s.ids, 16 * s.count), (s.flags, s.count), (s.dots, DOT.size * s.count)]
+        for c in s.columns:
+            fields += [
+                (c.lengths, 4 * s.count),
+                (c.data, c.data_length),
+                (c.overrides, OVERRIDE.size * c.override_count),
+            ]
+    if any(len(raw) != size for raw, size in fields):
+        raise CorruptBody(RUNS_PAST)
 
 
-def column_values(column: Any, count: int) -> Iterable[tuple[int, str]]:
-    """(record index, text) for every record that has a value in this column."""
-    raw = column.lengths
-    if len(raw) != 4 * count:
-        raise CorruptBody(f"short length table in column {column.name!r}")
-    lengths = array(U32)
-    lengths.frombytes(raw)
+def column_bytes(texts: list[str | None]) -> tuple[bytes, bytes]:
+    """A column's length table and data for one value (or None) per record."""
+    present = texts if None not in texts else [t for t in texts if t is not None]
+    joined = "".join(present)  # type: ignore[arg-type]
+    if joined.isascii():
+        data = joined.encode("ascii")
+        sizes = list(map(len, present))  # type: ignore[arg-type]
+    else:
+        raws = [t.encode("utf-8") for t in present]  # type: ignore[union-attr]
+        data = b"".join(raws)
+        sizes = list(map(len, raws))
+    if present is texts:
+        lengths = array(U32, sizes)
+    else:
+        next_size = iter(sizes).__next__
+        lengths = array(U32, [ABSENT if t is None else next_size() for t in texts])
     if BIG_ENDIAN_HOST:
         lengths.byteswap()
+    return lengths.tobytes(), data
+
+
+def column_texts(column: Any, count: int, where: str) -> tuple[list[int] | None, list[str]]:
+    """(indexes of the records that have a value, or None when all have one; their texts)."""
+    lengths: Any = array(U32)
+    lengths.frombytes(column.lengths)
+    if BIG_ENDIAN_HOST:
+        lengths.byteswap()
+    present: list[int] | None = None
+    if ABSENT in lengths:
+        has_value = list(map(ABSENT.__ne__, lengths))
+        present = list(compress(range(count), has_value))
+        lengths = list(compress(lengths, has_value))
     data = column.data
-    present = [(i, n) for i, n in enumerate(lengths) if n != ABSENT]
-    ends = list(accumulate(n for _, n in present))
-    if (ends[-1] if ends else 0) != len(data) or len(data) != column.data_length:
-        raise CorruptBody(f"lengths in column {column.name!r} do not add up")
+    ends = list(accumulate(lengths))
+    if (ends[-1] if ends else 0) != len(data):
+        raise CorruptBody(f"the lengths in column {column.name!r} of {where} do not add up")
+    slices = map(slice, [0, *ends[:-1]], ends)
     if data.isascii():
         # One decode for the whole column; byte offsets are then character offsets.
-        text = data.decode("ascii")
-        return [(i, text[end - n : end]) for (i, n), end in zip(present, ends, strict=True)]
-    view = memoryview(data)
-    return [
-        (i, str(view[end - n : end], "utf-8")) for (i, n), end in zip(present, ends, strict=True)
-    ]
+        return present, list(map(data.decode("ascii").__getitem__, slices))
+    try:
+        return present, list(map(bytes.decode, map(data.__getitem__, slices)))
+    except UnicodeDecodeError:
+        raise CorruptBody(
+            f"column {column.name!r} of {where} holds text that is not valid UTF-8"
+        ) from None
 
 
 @hookimpl
