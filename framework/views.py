@@ -1,0 +1,272 @@
+"""How records are shown: JSON objects, tab-separated lines for scripts, rich tables for people.
+
+Tab-separated output has one header line, then one line per row; a tab, newline, carriage
+return or backslash inside a value is written as ``\\t``, ``\\n``, ``\\r`` or ``\\\\``, so every
+row stays on one line.
+rich is imported only when a table is drawn: piped output must stay fast for big pipelines.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any, Literal, TextIO
+
+from salesmgr.fields import FieldKind
+from salesmgr.model import BASE_PREFIX, Dot
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from salesmgr.fields import RecordType
+    from salesmgr.model import Record
+
+OutputMode = Literal["json", "table", "plain"]
+
+# Columns of `salesmgr list`, in order.
+LIST_COLUMNS = (
+    "id",
+    "company",
+    "title",
+    "stage",
+    "value",
+    "currency",
+    "probability",
+    "close_date",
+    "next_action_date",
+)
+ACTIVITY_COLUMNS = ("id", "date", "kind", "summary")
+# A person cannot read more rows than this in a terminal, and rich needs ~0.8 ms per row.
+TABLE_ROW_LIMIT = 500
+SHORT_ID = 8  # ids shown in tables; any unique prefix of 4+ characters is accepted back
+
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def output_mode(as_json: bool, stream: TextIO | None = None) -> OutputMode:
+    if as_json:
+        return "json"
+    stream = stream or sys.stdout
+    isatty = getattr(stream, "isatty", None)
+    return "table" if isatty is not None and isatty() else "plain"
+
+
+# -- JSON ---------------------------------------------------------------------------------
+
+
+class RecordJson:
+    """Turns records of one type into JSON objects: ``id``, every field of the type (null when
+    empty), fields this installation does not know (as text; hidden merge bases left out), and
+    ``modified`` from the record's newest version.  Built once per listing and called for each
+    record, so the per-record work stays in C where it can (100,000 records)."""
+
+    def __init__(self, rtype: RecordType | None) -> None:
+        fields = rtype.fields if rtype is not None else ()
+        self.names = [spec.name for spec in fields]
+        self.known = frozenset(self.names)
+        # Only kinds that change the text (probability -> number) need a call per value.
+        self.converters: list[tuple[str, Callable[[str], Any]]] = [
+            (spec.name, spec.kind.to_json)
+            for spec in fields
+            if type(spec.kind).to_json is not FieldKind.to_json
+        ]
+        self.moments: dict[int, str] = {}  # ms -> ISO text; records saved together share it
+
+    def when(self, dot: Dot) -> str:
+        text = self.moments.get(dot.at)
+        if text is None:
+            text = self.moments[dot.at] = dot.when()
+        return text
+
+    def __call__(self, record: Record) -> dict[str, Any]:
+        values = record.values
+        out: dict[str, Any] = {"id": record.id}
+        out.update(zip(self.names, map(values.get, self.names), strict=True))
+        for name, to_json in self.converters:
+            text = out[name]
+            if text is not None:
+                try:
+                    out[name] = to_json(text)
+                except ValueError:  # written by a newer or foreign version: show it as it is
+                    pass
+        if not self.known.issuperset(values):
+            for name, text in values.items():
+                if name not in out and not name.startswith(BASE_PREFIX):
+                    out[name] = text
+        if out.get("created", "") is None:
+            out["created"] = self.when(record.dot)
+        newest = record.last_change if record.field_dots else record.dot
+        out["modified"] = self.when(newest)
+        return out
+
+
+def record_json(record: Record, rtype: RecordType | None) -> dict[str, Any]:
+    """One record as JSON (see `RecordJson`)."""
+    return RecordJson(rtype)(record)
+
+
+def json_array(objects: Iterable[dict[str, Any]]) -> str:
+    """A JSON array with one object per line: valid JSON, readable, and fast (one C encoder
+    for all; ``json.dumps`` would build a new encoder per object)."""
+    encode = json.JSONEncoder(ensure_ascii=False).encode
+    lines = [encode(obj) for obj in objects]
+    if not lines:
+        return "[]\n"
+    return "[\n" + ",\n".join(lines) + "\n]\n"
+
+
+def json_document(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, indent=2) + "\n"
+
+
+# -- tab-separated text ---------------------------------------------------------------------
+
+
+def plain_line(cells: Iterable[str]) -> str:
+    return "\t".join(cell.translate(_ESCAPES) for cell in cells)
+
+
+def plain_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Header line and one line per row."""
+    return tab_separated(header, ["\t".join(row) for row in rows], lambda: rows)
+
+
+def plain_records(records: Sequence[Record], columns: Sequence[str]) -> str:
+    """`plain_table` of records, joined straight from their values: no row lists are kept,
+    which makes 100,000 records 1.5-2x faster."""
+    blanks = [""] * len(columns)
+    before, after = split_at_id(columns)
+    if after is None:
+        lines = ["\t".join(map(r.values.get, columns, blanks)) for r in records]
+    else:
+        lines = [
+            "\t".join([*map(r.values.get, before, blanks), r.id, *map(r.values.get, after, blanks)])
+            for r in records
+        ]
+    return tab_separated(columns, lines, lambda: record_rows(records, columns))
+
+
+def tab_separated(
+    header: Sequence[str], lines: list[str], rows: Callable[[], Sequence[Sequence[str]]]
+) -> str:
+    """The lines under the header, or, when a value holds a tab, newline, CR or backslash (rare,
+    so it is checked once on the whole text), every cell escaped from ``rows()``."""
+    text = "\n".join(["\t".join(header), *lines]) + "\n"
+    count = len(lines) + 1
+    if (
+        "\\" in text
+        or "\r" in text
+        or text.count("\n") != count
+        or text.count("\t") != (len(header) - 1) * count
+    ):
+        text = "\n".join([plain_line(header), *(plain_line(row) for row in rows())]) + "\n"
+    return text
+
+
+def split_at_id(columns: Sequence[str]) -> tuple[Sequence[str], Sequence[str] | None]:
+    """The columns before and after ``id`` (None after when there is no id column)."""
+    if "id" not in columns:
+        return columns, None
+    at = list(columns).index("id")
+    return columns[:at], columns[at + 1 :]
+
+
+def record_rows(records: Iterable[Record], columns: Sequence[str]) -> list[list[str]]:
+    """Each record's text for each column (``id`` is the record id, an absent field is "");
+    map() keeps the per-cell work in C."""
+    blanks = [""] * len(columns)
+    before, after = split_at_id(columns)
+    if after is None:
+        return [list(map(r.values.get, columns, blanks)) for r in records]
+    return [
+        [*map(r.values.get, before, blanks), r.id, *map(r.values.get, after, blanks)]
+        for r in records
+    ]
+
+
+# -- rich tables ------------------------------------------------------------------------------
+
+
+def make_console(stream: TextIO | None = None) -> Console:
+    from rich.console import Console
+
+    return Console(file=stream or sys.stdout, highlight=False)
+
+
+def money_text(value: str) -> str:
+    try:
+        return f"{Decimal(value):,.2f}"
+    except (InvalidOperation, ValueError):
+        return value
+
+
+def display_cell(name: str, value: str) -> str:
+    if name == "id":
+        return value[:SHORT_ID]
+    if name == "value" and value:
+        return money_text(value)
+    if name == "probability" and value:
+        return f"{value}%"
+    return value
+
+
+def rich_table(
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    title: str | None = None,
+    limit: int | None = TABLE_ROW_LIMIT,
+    total: int | None = None,
+) -> Table:
+    """A table of ``rows`` (raw cells); cells are plain text, never rich markup.
+
+    At most ``limit`` rows are drawn; ``total`` is how many there are when the caller passed
+    only the first ones (a caption says how many were left out)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=Text(title) if title else None, title_justify="left")
+    for name in header:
+        right = name in ("value", "probability")
+        table.add_column(name.replace("_", " "), justify="right" if right else "left")
+    shown = rows if limit is None else rows[:limit]
+    for row in shown:
+        table.add_row(*(Text(display_cell(n, c)) for n, c in zip(header, row, strict=True)))
+    total = len(rows) if total is None else total
+    if total > len(shown):
+        table.caption = f"{len(shown):,} of {total:,} shown; pipe the output or use --json for all"
+    return table
+
+
+def field_table(obj: dict[str, Any], *, title: str | None = None) -> Table:
+    """Two columns, field and value, for one record's JSON object."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=Text(title) if title else None, title_justify="left", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for name, value in obj.items():
+        if value is None or isinstance(value, list):
+            continue
+        text = str(value)
+        if name == "value":
+            text = money_text(text)
+        elif name == "probability":
+            text = f"{text}%"
+        table.add_row(Text(name.replace("_", " ")), Text(text))
+    return table
+
+
+def plugin_rows(infos: Iterable[dict[str, Any]]) -> list[list[str]]:
+    """One row per plugin: name, version, and what it provides (``kind: a, b; kind: c``)."""
+    rows = []
+    for info in infos:
+        provides = "; ".join(
+            f"{what}: {', '.join(names)}" for what, names in info["provides"].items()
+        )
+        rows.append([info["name"], info["version"], provides])
+    return rows
