@@ -1,1 +1,3 @@
-BUILTIN_PLUGINS: tuple[str, ...] = ()
+"""The software device: plays the mobile side of a sync (``salesmgr emulator serve``)."""
+
+BUILTIN_PLUGINS: tuple[str, ...] = ("salesmgr.emulator.commands",)

@@ -25,7 +25,11 @@ if TYPE_CHECKING:
 PROG = "salesmgr"
 
 # The lead adds "salesmgr.merge_commands" and "salesmgr.sync_commands" here.
-COMMAND_MODULES: tuple[str, ...] = ("salesmgr.record_commands", "salesmgr.merge_commands")
+COMMAND_MODULES: tuple[str, ...] = (
+    "salesmgr.record_commands",
+    "salesmgr.merge_commands",
+    "salesmgr.sync_commands",
+)
 
 
 def one_line(text: str) -> str:

@@ -195,6 +195,9 @@ class MergeSession:
     registry: Registry
     desktop_changes: list[Record] = default(default_factory=list)
     report: MergeReport = default(default_factory=lambda: MergeReport("field-merge"))
+    # Replicas restored from an older copy: their versions may have been minted twice, so
+    # "already seen" cannot be trusted for them; their writes are compared as concurrent.
+    untrusted: set[str] = default(default_factory=set)
 
     @property
     def device_knowledge(self) -> dict[str, int]:
@@ -247,14 +250,36 @@ def delta_since(
     )
 
 
+def restored_replicas(desktop: Pipeline, device_knowledge: Mapping[str, int],
+                      device_replica: str) -> set[str]:
+    """Replicas whose own file knows less of them than the other side does: restored from a
+    backup (or an old copy), so they may have minted again versions the other side has seen."""
+    found = set()
+    if desktop.knowledge.get(device_replica, 0) > device_knowledge.get(device_replica, 0):
+        found.add(device_replica)
+    # Knowledge never goes back: a device that knows less than it did when we last met is an
+    # older copy of itself.
+    recorded = desktop.peers.get(device_replica, {})
+    if any(device_knowledge.get(r, 0) < counter for r, counter in recorded.items()):
+        found.add(device_replica)
+    if device_knowledge.get(desktop.replica_id, 0) > desktop.counter:
+        found.add(desktop.replica_id)
+    return found
+
+
 def merge_delta(
     desktop: Pipeline,
     delta: Delta,
     *,
     policy: str = "field-merge",
     registry: Registry | None = None,
+    untrusted: Iterable[str] = (),
 ) -> MergeResult:
-    """Merge the device's ``delta`` into ``desktop`` (mutated) and say what the device lacks."""
+    """Merge the device's ``delta`` into ``desktop`` (mutated) and say what the device lacks.
+
+    ``untrusted`` names replicas known to have been restored from an older copy (the session
+    passes the desktop's old id when it had to fork); the delta must then hold everything the
+    device has, not only what looks new."""
     registry = registry or get_registry()
     if delta.pipeline_id != desktop.pipeline_id:
         raise MergeError(
@@ -263,6 +288,14 @@ def merge_delta(
         )
     chosen = registry.policy(policy)
     session = MergeSession(desktop, delta, chosen, registry, report=MergeReport(policy))
+    session.untrusted = set(untrusted) | restored_replicas(
+        desktop, delta.knowledge, delta.replica_id
+    )
+    if session.untrusted:
+        session.report.warnings.append(
+            "a replica was restored from an older copy: its writes are weighed as concurrent "
+            "edits, so nothing made since the restore is lost"
+        )
     hook = registry.hook
     device_knowledge = dict(delta.knowledge)
     session.desktop_changes = hook.salesmgr_collect_changes(
@@ -282,7 +315,8 @@ def merge_delta(
     for replica, counter in device_knowledge.items():
         if desktop.knowledge.get(replica, 0) < counter:
             desktop.knowledge[replica] = counter
-    desktop.peers[delta.replica_id] = dict(desktop.knowledge)
+    # Only what the device is known to hold; merge_files and the session's commit add the rest.
+    desktop.peers[delta.replica_id] = dict(device_knowledge)
     back = delta_since(desktop, device_knowledge, registry)
     count_device_side(report, back, device_knowledge)
     hook.salesmgr_merge_report(session=session, report=report)
@@ -294,7 +328,11 @@ def take_new(session: MergeSession, record: Record) -> None:
     desktop = session.desktop
     if record.id in desktop.records:
         raise MergeError(f"record {record.id} was left unmatched although both sides have it")
-    desktop.records[record.id] = record.copy()
+    mine = desktop.records[record.id] = record.copy()
+    if any(dot.replica in session.untrusted for dot in mine.dots()):
+        fresh = desktop.tick()
+        mine.dot = fresh
+        mine.field_dots = {DELETED: fresh} if mine.deleted else {}
     if not record.deleted and record.kind != "conflict":
         session.report.to_desktop.added += 1
         validate(session, desktop.records[record.id])
@@ -312,7 +350,10 @@ def merge_pair(session: MergeSession, mine: Record, theirs: Record) -> None:
     conflicts: list[FieldMerge] = []
     for name in sorted(names):
         d_dot, v_dot = mine.dot_of(name), theirs.dot_of(name)
-        if d_dot == v_dot:
+        if d_dot == v_dot and (
+            d_dot.replica not in session.untrusted
+            or field_value(mine, name) == field_value(theirs, name)
+        ):
             continue
         item = FieldMerge(
             rtype,
@@ -323,8 +364,8 @@ def merge_pair(session: MergeSession, mine: Record, theirs: Record) -> None:
             field_value(theirs, name),
             d_dot,
             v_dot,
-            desktop.knows(v_dot),
-            session.device_knows(d_dot),
+            desktop.knows(v_dot) and v_dot.replica not in session.untrusted,
+            session.device_knows(d_dot) and d_dot.replica not in session.untrusted,
             base=common_base(session, mine, theirs, name),
         )
         outcome = hook.salesmgr_merge_field(session=session, item=item)
@@ -472,6 +513,11 @@ def apply_outcome(
 ) -> None:
     name = item.field
     hidden = BASE_PREFIX + name
+    suspect = item.desktop_dot if outcome.take == "desktop" else item.device_dot
+    if outcome.take in ("desktop", "device") and suspect.replica in session.untrusted:
+        # A version that may have been minted twice is replaced by a fresh one.
+        value = item.desktop_value if outcome.take == "desktop" else item.device_value
+        outcome = FieldOutcome("merged", value)
     if outcome.take == "desktop":
         return
     if outcome.take == "device":
@@ -678,14 +724,16 @@ def merge_files(
         device.pipeline_id = desktop.pipeline_id
     if desktop.replica_id == device.replica_id:
         raise MergeError("both files are the same replica (was one copied over the other?)")
+    restored = restored_replicas(desktop, device.knowledge, device.replica_id)
+    since = {} if restored else desktop.knowledge
     result = merge_delta(
-        desktop, delta_since(device, desktop.knowledge, registry), policy=policy,
-        registry=registry,
+        desktop, delta_since(device, since, registry), policy=policy, registry=registry,
     )
     before = {
         r.id: device.records[r.id].copy() for r in result.back.records if r.id in device.records
     }
     apply_delta(device, result.back)
+    desktop.peers[device.replica_id] = dict(device.knowledge)
     recount_device_side(result.report, before, device, result.back)
     result.report.duplicates = duplicates
     return result

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from merge3 import Merge3
+
 from salesmgr.fields import Choice, Field, RecordId, RecordType, Text
 from salesmgr.hookspecs import hookimpl
 from salesmgr.merge import Conflict, FieldMerge, FieldOutcome, MergeSession

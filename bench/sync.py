@@ -1,0 +1,181 @@
+"""Bytes on the wire grow with the changes, not with the pipeline: a sync next to a file copy.
+
+Run: ``/work/venv/bin/python bench/sync.py [--records N] [--changed C] [--repeat R]``
+
+Builds a realistic pipeline of N (default 10,000) opportunities (``bench/codec.py``'s generator),
+loads it onto an emulated device over loopback TCP, then changes C (default 50) records — half on
+the desktop, half on the device — and syncs.  The baseline, measured in the same run, is copying
+the whole desktop file over a loopback TCP socket into a file on the other end (written and
+fsynced, as a sync's save is).  Every sync is timed end to end as ``salesmgr sync`` runs it:
+reading the desktop file, the session, the merge and both atomic saves.  Prints a table; the goal
+is a sync of C changed records moving less than 5% of the file's bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from salesmgr import storage
+from salesmgr.emulator.device import DeviceEmulator
+from salesmgr.model import Pipeline
+from salesmgr.registry import get_registry
+from salesmgr.session import DesktopSession, DeviceFile, SessionResult
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from codec import realistic_pipeline  # noqa: E402  (the shared generator of realistic data)
+
+SECRET = "bench"
+GOAL = 0.05
+SERIAL_BAUD = 115_200  # the cradle of issue 5, for the estimated line-time column
+
+
+def copy_over_tcp(source: Path, target: Path) -> tuple[int, float]:
+    """Send a file through a loopback socket and write it on the other end: (bytes, seconds)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    received: list[int] = []
+
+    def receive() -> None:
+        conn, _ = server.accept()
+        with conn, open(target, "wb") as out:
+            total = 0
+            while chunk := conn.recv(1 << 16):
+                out.write(chunk)
+                total += len(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        received.append(total)
+
+    thread = threading.Thread(target=receive)
+    started = time.perf_counter()
+    thread.start()
+    with socket.create_connection(server.getsockname()) as sock, open(source, "rb") as data:
+        sock.sendfile(data)
+    thread.join()
+    elapsed = time.perf_counter() - started
+    server.close()
+    return received[0], elapsed
+
+
+class Device:
+    """The emulator's server loop in a thread on loopback."""
+
+    def __init__(self, path: Path) -> None:
+        self.listener = get_registry().transport("tcp").listen("tcp://127.0.0.1:0", {})
+        self.emulator = DeviceEmulator(
+            DeviceFile(path), SECRET, log=lambda _: None, complain=print
+        )
+        self.thread = threading.Thread(target=self.emulator.serve, args=(self.listener,))
+        self.thread.start()
+
+    def session(self, act: Callable[[DesktopSession], SessionResult]) -> SessionResult:
+        link = get_registry().transport("tcp").connect(self.listener.url, {})
+        try:
+            return act(DesktopSession(link, SECRET))
+        finally:
+            link.close()
+
+    def stop(self) -> None:
+        self.emulator.stop()
+        self.thread.join()
+        self.listener.close()
+
+
+def timed_sync(device: Device, desk: Path) -> tuple[SessionResult, float]:
+    started = time.perf_counter()
+    result = device.session(
+        lambda s: s.sync(storage.load(desk), save=lambda p: storage.save(p, desk))
+    )
+    return result, time.perf_counter() - started
+
+
+def change(path: Path, ids: list[str], prefix: str, rng: random.Random) -> None:
+    pipeline = storage.load(path)
+    rtype = get_registry().record_type("opportunity")
+    for i, record_id in enumerate(ids):
+        pipeline.update(rtype, record_id, {
+            "stage": rng.choice(("Qualified", "Proposal", "Negotiation", "Won")),
+            "next_action": f"{prefix} follow-up {i}",
+        })
+    storage.save(pipeline, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=10_000)
+    parser.add_argument("--changed", type=int, default=50)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each sync; best kept")
+    args = parser.parse_args(argv)
+    rng = random.Random(7)
+
+    with tempfile.TemporaryDirectory() as folder:
+        desk, dev, copy = (Path(folder) / name for name in ("desk.pipe", "dev.pipe", "copy.pipe"))
+        pipeline: Pipeline = realistic_pipeline(args.records)
+        storage.save(pipeline, desk)
+        file_bytes = desk.stat().st_size
+        copy_bytes, copy_s = min(
+            (copy_over_tcp(desk, copy) for _ in range(args.repeat)), key=lambda r: r[1]
+        )
+
+        device = Device(dev)
+        try:
+            started = time.perf_counter()
+            loaded = device.session(lambda s: s.load(storage.load(desk)))
+            load_s = time.perf_counter() - started
+
+            live = sorted(r.id for r in pipeline.live("opportunity"))
+            chosen = rng.sample(live, args.changed)
+            half = args.changed // 2
+            change(desk, chosen[:half], "office", rng)
+            change(dev, chosen[half:], "road", rng)
+            evening = (desk.read_bytes(), dev.read_bytes())
+
+            runs: list[tuple[SessionResult, float]] = []
+            for _ in range(args.repeat):
+                desk.write_bytes(evening[0])  # same paths: the files stay at home
+                dev.write_bytes(evening[1])
+                runs.append(timed_sync(device, desk))
+            synced, sync_s = min(runs, key=lambda r: r[1])
+            again, again_s = timed_sync(device, desk)
+            converged = storage.load(desk).records.keys() == storage.load(dev).records.keys()
+        finally:
+            device.stop()
+
+    def wire(result: SessionResult) -> int:
+        return result.bytes_sent + result.bytes_received
+
+    rows: list[tuple[str, int, float, Any]] = [
+        ("copy the whole file over TCP (baseline)", copy_bytes, copy_s, ""),
+        ("load: whole pipeline via the protocol", wire(loaded), load_s, loaded.records_sent),
+        (f"sync: {args.changed} records changed", wire(synced), sync_s,
+         synced.records_received + synced.records_sent),
+        ("second sync: nothing changed", wire(again), again_s,
+         again.records_received + again.records_sent),
+    ]
+    print(f"pipeline: {args.records:,} opportunities, file {file_bytes:,} bytes; "
+          f"best of {args.repeat} runs")
+    print(f"{'':42} {'bytes on wire':>14} {'% of file':>10} {'seconds':>9} {'records':>8} "
+          f"{'at 115200 baud':>15}")
+    for name, size, seconds, records in rows:
+        print(f"{name:42} {size:>14,} {100 * size / file_bytes:>9.2f}% {seconds:>9.3f} "
+              f"{records!s:>8} {size * 10 / SERIAL_BAUD:>13.1f} s")
+    print("(seconds: measured on loopback, dominated by reading and saving both files; "
+          "the last column is the line time alone on a serial cradle: 10 bits a byte)")
+    share = wire(synced) / file_bytes
+    verdict = "met" if share < GOAL else "NOT met"
+    print(f"goal: a sync of {args.changed} changed records moves < {GOAL:.0%} of the file's "
+          f"bytes: {verdict} ({share:.2%}); both sides hold the same records: {converged}")
+    return 0 if share < GOAL and converged else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""``salesmgr emulator serve``: the software device, added to the command line as a plugin."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+
+from salesmgr.emulator.device import DeviceEmulator
+from salesmgr.errors import PipelineFileError
+from salesmgr.faults import Faults
+from salesmgr.hookspecs import hookimpl
+from salesmgr.registry import get_registry
+from salesmgr.session import DEFAULT_TIMEOUT, DeviceFile, transport_for
+from salesmgr.site_config import resolve_secret
+
+
+@click.group("emulator")
+def emulator() -> None:
+    """Play a mobile device, for trying salesmgr out and for integration tests."""
+
+
+@emulator.command("serve")
+@click.argument("device_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--on",
+    "url",
+    required=True,
+    metavar="URL",
+    help="Where to wait for the desktop: tcp://HOST:PORT (port 0 picks a free one), "
+    "tcps://HOST:PORT, serial-pty.",
+)
+@click.option("--secret", help="Pairing secret (default: $SALESMGR_SECRET).")
+@click.option("--once", is_flag=True, help="Stop after one session.")
+@click.option(
+    "--fault",
+    "faults",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Damage what the device sends: disconnect-after=BYTES, stall-after=BYTES, "
+    "corrupt-at=BYTES (repeatable).",
+)
+@click.option("--baud", type=click.IntRange(min=1), help="Line speed, for serial transports.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False), help="Certificate, for tcps://.")
+@click.option("--tls-key", type=click.Path(dir_okay=False), help="Its private key, for tcps://.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_TIMEOUT,
+    show_default=True,
+    help="Seconds to wait for each message from the desktop.",
+)
+@click.pass_context
+def serve(
+    ctx: click.Context,
+    device_file: Path,
+    url: str,
+    secret: str | None,
+    once: bool,
+    faults: tuple[str, ...],
+    baud: int | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    timeout: float,
+) -> None:
+    """Hold the pipeline DEVICE_FILE and answer the device side of syncs and loads.
+
+    A missing DEVICE_FILE is a new device with nothing loaded yet.  The first line on stdout is
+    "listening on URL" with the real address; the emulator runs until SIGTERM or, with
+    --once, until one session ends."""
+    secret = resolve_secret(secret)
+    parsed_faults = Faults.parse(faults)
+    registry = get_registry()
+    store = DeviceFile(device_file, registry)
+    if not device_file.parent.resolve().is_dir():
+        raise PipelineFileError(device_file, "its folder does not exist")
+    store.load()  # a damaged device file is reported now, not at the first sync
+    options: dict[str, Any] = {"faults": parsed_faults, "timeout": timeout}
+    for key, value in (("baud", baud), ("tls_cert", tls_cert), ("tls_key", tls_key)):
+        if value is not None:
+            options[key] = value
+    listener = transport_for(url, registry).listen(url, options)
+    device = DeviceEmulator(
+        store,
+        secret,
+        timeout=timeout,
+        registry=registry,
+        log=click.echo,
+        complain=lambda message: click.echo(f"salesmgr emulator: {message}", err=True),
+    )
+    click.echo(f"listening on {listener.url}")  # click.echo flushes: tests wait for this line
+    handlers: dict[signal.Signals, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            handlers[signum] = signal.signal(signum, lambda *_: device.stop())
+    try:
+        code = device.serve(listener, once=once)
+    finally:
+        for signum, previous in handlers.items():
+            signal.signal(signum, previous)
+        listener.close()
+    click.echo(f"stopped after {device.sessions} sessions ({device.failures} failed)")
+    ctx.exit(code)
+
+
+@hookimpl
+def salesmgr_register_commands(cli: click.Group) -> None:
+    cli.add_command(emulator)

@@ -1,0 +1,91 @@
+"""The emulated device's server loop: wait for a desktop, answer one session, repeat.
+
+Every session reads the device file afresh (it may have been edited between syncs with
+``salesmgr edit``) and writes it only by an atomic replace, so stopping the emulator at any
+moment leaves a whole file behind.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from salesmgr.errors import SalesmgrError, SyncError
+from salesmgr.registry import Link, Listener, Registry
+from salesmgr.session import DEFAULT_TIMEOUT, DeviceSession, DeviceStore
+
+POLL = 0.2  # seconds between looks at the stop flag while no desktop is connected
+
+
+class DeviceEmulator:
+    """Plays a mobile device: answers sessions from desktops on a Listener, one at a time."""
+
+    def __init__(
+        self,
+        store: DeviceStore,
+        secret: str | bytes,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        registry: Registry | None = None,
+        log: Callable[[str], None] = print,
+        complain: Callable[[str], None] = print,
+    ) -> None:
+        self.store = store
+        self.secret = secret
+        self.timeout = timeout
+        self.registry = registry
+        self.log = log
+        self.complain = complain
+        self.sessions = 0
+        self.failures = 0
+        self._stop = threading.Event()
+        self._link: Link | None = None
+
+    def serve(self, listener: Listener, *, once: bool = False) -> int:
+        """Answer desktops until `stop` (0), or with ``once`` until one session ended (its code).
+
+        A failed session is reported and the loop goes on: a device outlives a bad desktop."""
+        while not self._stop.is_set():
+            try:
+                link = listener.accept(timeout=POLL)
+            except TimeoutError:
+                continue
+            except SyncError as error:  # a desktop came but its link could not be set up
+                self.complain(str(error))
+                if once:
+                    return error.exit_code
+                continue
+            code = self.answer(link)
+            if once:
+                return code
+        return 0
+
+    def answer(self, link: Link) -> int:
+        self._link = link
+        try:
+            if self._stop.is_set():
+                return 0
+            session = DeviceSession(
+                link, self.secret, self.store, timeout=self.timeout, registry=self.registry
+            )
+            result = session.serve()
+        except SalesmgrError as error:
+            self.failures += 1
+            self.complain(f"session failed: {error}")
+            return error.exit_code
+        finally:
+            self._link = None
+            self.sessions += 1
+            link.close()
+        for line in result.lines():
+            self.log(line)
+        return 0
+
+    def stop(self) -> None:
+        """End the loop; a session in progress is cut (the device file stays whole).
+
+        Safe to call from a signal handler: it takes no lock."""
+        self._stop.set()
+        link = self._link
+        if link is not None:
+            link.close()

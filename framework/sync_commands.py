@@ -1,0 +1,130 @@
+"""The desktop side on the command line: ``salesmgr load`` in the morning, ``salesmgr sync`` at
+night.  Both reach the device through the transport its URL names (``--to``/``--from``, or the
+site's ``salesmgr.toml``) and speak the protocol of `salesmgr.session`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from salesmgr.cli import open_pipeline, save_pipeline
+from salesmgr.registry import Link, get_registry
+from salesmgr.session import DEFAULT_TIMEOUT, DesktopSession, SessionResult, transport_for
+from salesmgr.site_config import ConfigError, SiteConfig, find_site_config, resolve_secret
+
+PIPELINE = click.Path(dir_okay=False, path_type=Path)
+
+
+def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(
+        [
+            click.option("--secret", help="Pairing secret (default: $SALESMGR_SECRET)."),
+            click.option(
+                "--config",
+                "config_path",
+                type=click.Path(dir_okay=False, path_type=Path),
+                help="Site config (default: salesmgr.toml beside FILE, if there is one).",
+            ),
+            click.option(
+                "--timeout",
+                type=click.FloatRange(min=0, min_open=True),
+                help=f"Seconds to wait for every answer (default {DEFAULT_TIMEOUT:g}).",
+            ),
+            click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def connect(
+    config: SiteConfig, url: str | None, secret: str | None, timeout: float | None, flag: str
+) -> tuple[Link, str, float]:
+    """The link to the device, the secret and the timeout, from the options and the config."""
+    url = url or config.url
+    if not url:
+        raise ConfigError(
+            f"no device given: use {flag} URL (e.g. tcp://HOST:PORT) or set url in the "
+            "[sync] table of salesmgr.toml"
+        )
+    secret = resolve_secret(secret, config)
+    timeout = timeout or config.timeout or DEFAULT_TIMEOUT
+    transport = transport_for(url)
+    link = transport.connect(url, {**config.options, "timeout": timeout})
+    return link, secret, timeout
+
+
+def show(result: SessionResult, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(result.as_json(), indent=2))
+    else:
+        for line in result.lines():
+            click.echo(line)
+
+
+@click.command("load")
+@click.argument("file", type=PIPELINE)
+@click.option("--to", "url", metavar="URL", help="The device (default: from salesmgr.toml).")
+@common_options
+def load(
+    file: Path, url: str | None, secret: str | None, config_path: Path | None,
+    timeout: float | None, as_json: bool,
+) -> None:
+    """Load the device with the desktop pipeline FILE (the morning step).
+
+    A new device (nothing loaded, or an empty pipeline) just gets it; a device holding changes
+    this desktop has not seen refuses: sync first.  FILE is not changed."""
+    config = find_site_config(file, config_path)
+    desktop = open_pipeline(file)
+    link, secret, timeout = connect(config, url, secret, timeout, "--to")
+    try:
+        result = DesktopSession(link, secret, timeout=timeout).load(desktop)
+    finally:
+        link.close()
+    show(result, as_json)
+
+
+@click.command("sync")
+@click.argument("file", type=PIPELINE)
+@click.option("--from", "url", metavar="URL", help="The device (default: from salesmgr.toml).")
+@click.option(
+    "--policy", metavar="NAME", help="How true conflicts are decided (default: field-merge)."
+)
+@click.option("--dry-run", is_flag=True, help="Show what the sync would do; write nothing.")
+@click.option(
+    "--allow-mass-change",
+    is_flag=True,
+    help="Write even if more than half of either side's records would be overwritten.",
+)
+@common_options
+def sync(
+    file: Path, url: str | None, policy: str | None, dry_run: bool, allow_mass_change: bool,
+    secret: str | None, config_path: Path | None, timeout: float | None, as_json: bool,
+) -> None:
+    """Pull the device's changes into FILE, merge, and send back what the device lacks.
+
+    Only what changed since the two last met crosses the link; the desktop file is saved before
+    the device gets anything, so an interrupted sync is finished by the next one."""
+    config = find_site_config(file, config_path)
+    policy = policy or config.policy or "field-merge"
+    get_registry().policy(policy)  # an unknown policy fails before connecting
+    desktop = open_pipeline(file)
+    link, secret, timeout = connect(config, url, secret, timeout, "--from")
+    try:
+        result = DesktopSession(link, secret, timeout=timeout).sync(
+            desktop,
+            save=lambda pipeline: save_pipeline(pipeline, file),
+            policy=policy,
+            dry_run=dry_run,
+            allow_mass_change=allow_mass_change,
+        )
+    finally:
+        link.close()
+    show(result, as_json)
+
+
+commands = [load, sync]

@@ -1,0 +1,536 @@
+"""End to end over real loopback sockets: the emulator runs in a subprocess exactly as a user
+starts it, the desktop side is the ``salesmgr`` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from salesmgr import storage
+from salesmgr.cli import cli
+from salesmgr.merge import user_data
+from salesmgr.model import Pipeline
+from salesmgr.plugins.transport_tcp import LENGTH
+from salesmgr.protocol import (
+    Challenge,
+    Error,
+    ErrorCode,
+    Hello,
+    MessageType,
+    build,
+    parse,
+)
+from salesmgr.registry import get_registry
+
+SECRET = "evening-sync-secret"
+SALESMGR = shutil.which("salesmgr", path=str(Path(sys.executable).parent)) or shutil.which(
+    "salesmgr"
+)
+pytestmark = pytest.mark.skipif(SALESMGR is None, reason="the salesmgr script is not installed")
+
+
+class Emulator:
+    """``salesmgr emulator serve`` in a subprocess; its output goes to files (never blocks)."""
+
+    def __init__(self, folder: Path, device: Path, *args: str, on: str = "tcp://127.0.0.1:0",
+                 secret: str = SECRET) -> None:
+        self.out_path = folder / f"emulator-{time.monotonic_ns()}.out"
+        self.err_path = self.out_path.with_suffix(".err")
+        assert SALESMGR is not None
+        command = [SALESMGR, "emulator", "serve", str(device), "--on", on, "--secret", secret]
+        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.process = subprocess.Popen([*command, *args], stdout=out, stderr=err)
+        self.url = self.wait_for_url()
+
+    def wait_for_url(self) -> str:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            first = self.out_path.read_text().partition("\n")
+            if first[1]:
+                assert first[0].startswith("listening on "), first[0]
+                return first[0].removeprefix("listening on ")
+            if self.process.poll() is not None:
+                raise AssertionError(f"the emulator exited: {self.stderr}")
+            time.sleep(0.02)
+        self.process.kill()
+        raise AssertionError("the emulator did not say where it listens")
+
+    @property
+    def stdout(self) -> str:
+        return self.out_path.read_text()
+
+    @property
+    def stderr(self) -> str:
+        return self.err_path.read_text()
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+            raise AssertionError("the emulator ignored SIGTERM") from None
+
+    def wait_for_output(self, text: str, *, stream: str = "stderr") -> None:
+        deadline = time.monotonic() + 10
+        while text not in getattr(self, stream) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert text in getattr(self, stream)
+
+
+@pytest.fixture
+def emulators(tmp_path: Path) -> Iterator[list[Emulator]]:
+    started: list[Emulator] = []
+    yield started
+    for emulator in started:
+        emulator.stop()
+
+
+def salesmgr(*args: str | Path, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(cli, [str(a) for a in args], env=env, catch_exceptions=False)
+
+
+def desktop_file(folder: Path, count: int = 5, name: str = "Spring") -> Path:
+    pipeline = Pipeline.create(name, "ana")
+    rtype = get_registry().record_type("opportunity")
+    for i in range(count):
+        pipeline.add(rtype, {"company": f"Company {i}", "title": f"Deal {i}", "notes": "met"})
+    path = folder / f"{name.lower()}.pipe"
+    storage.save(pipeline, path)
+    return path
+
+
+def content(path: Path) -> dict[str, Any]:
+    return user_data(storage.load(path))
+
+
+def one_error_line(result: Result) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+# --- the working day -------------------------------------------------------------------------
+
+
+def test_morning_load_a_day_of_edits_and_the_evening_sync(
+    tmp_path: Path, emulators: list[Emulator]
+) -> None:
+    desk = desktop_file(tmp_path)
+    device = tmp_path / "device.pipe"  # a new device: nothing loaded yet
+    emulators.append(emulator := Emulator(tmp_path, device))
+    loaded = salesmgr("load", desk, "--to", emulator.url, "--secret", SECRET)
+    assert loaded.exit_code == 0, loaded.output
+    assert "5 records sent" in loaded.output
+    assert content(device) == content(desk)
+
+    morning = storage.load(desk).records
+    ids = sorted(morning)
+    names = {rid: record.values["company"] for rid, record in morning.items()}
+    # At the office, through the command line...
+    office = salesmgr("add", desk, "--company", "Office lead", "--title", "Chairs")
+    assert office.exit_code == 0, office.output
+    assert salesmgr("edit", desk, ids[0], "--stage", "Proposal").exit_code == 0
+    assert salesmgr("delete", desk, ids[1]).exit_code == 0
+    # ...and on the road, editing the device file while the emulator runs.
+    road = salesmgr("add", device, "--company", "Road lead", "--title", "Desks")
+    assert road.exit_code == 0, road.output
+    assert salesmgr("edit", device, ids[2], "--value", "1200").exit_code == 0
+    assert salesmgr("delete", device, ids[3]).exit_code == 0
+    # Both sides add a line to the same notes: merged, not a conflict.
+    assert salesmgr("edit", desk, ids[4], "--notes", "met\ncalled back").exit_code == 0
+    assert salesmgr("edit", device, ids[4], "--notes", "visited\nmet").exit_code == 0
+
+    before = (desk.read_bytes(), device.read_bytes())
+    preview = salesmgr("sync", desk, "--from", emulator.url, "--secret", SECRET, "--dry-run")
+    assert preview.exit_code == 0, preview.output
+    assert "desktop: 1 added, 2 changed, 1 deleted" in preview.output
+    assert "dry run: nothing was written on either side" in preview.output
+    assert (desk.read_bytes(), device.read_bytes()) == before
+
+    evening = salesmgr("sync", desk, "--from", emulator.url, "--secret", SECRET)
+    assert evening.exit_code == 0, evening.output
+    assert "desktop: 1 added, 2 changed, 1 deleted" in evening.output
+    assert "device:  1 added, 2 changed, 1 deleted" in evening.output
+    assert "bytes sent" in evening.output
+
+    merged = content(desk)
+    assert merged == content(device)
+    live = {rid: values for rid, (kind, deleted, values) in merged.items()
+            if kind == "opportunity" and not deleted}
+    assert sorted(v["company"] for v in live.values()) == sorted(
+        [names[ids[0]], names[ids[2]], names[ids[4]], "Office lead", "Road lead"]
+    )
+    assert live[ids[0]]["stage"] == "Proposal" and live[ids[2]]["value"] == "1200.00"
+    assert live[ids[4]]["notes"] == "visited\nmet\ncalled back"
+
+    before = (desk.read_bytes(), device.read_bytes())
+    again = salesmgr("sync", desk, "--from", emulator.url, "--secret", SECRET, "--json")
+    assert again.exit_code == 0, again.output
+    second = json.loads(again.output)
+    assert second["records_received"] == 0 and second["records_sent"] == 0
+    assert second["bytes_sent"] + second["bytes_received"] < 1500
+    assert (desk.read_bytes(), device.read_bytes()) == before
+
+    assert emulator.stop() == 0  # SIGTERM: a clean stop
+    assert "stopped after 4 sessions (0 failed)" in emulator.stdout
+    assert content(device) == merged
+
+
+def test_a_site_config_names_the_device_and_where_the_secret_is(
+    tmp_path: Path, emulators: list[Emulator]
+) -> None:
+    desk = desktop_file(tmp_path)
+    emulators.append(emulator := Emulator(tmp_path, tmp_path / "device.pipe", "--once"))
+    (tmp_path / "salesmgr.toml").write_text(
+        f'[sync]\nurl = "{emulator.url}"\nsecret-env = "SPRING_SECRET"\ntimeout = 5\n'
+    )
+    result = salesmgr("load", desk, env={"SPRING_SECRET": SECRET})
+    assert result.exit_code == 0, result.output
+    assert emulator.process.wait(10) == 0  # --once: one session, then it stops
+
+
+@pytest.mark.parametrize(
+    ("toml", "problem"),
+    [
+        ("[sync\nurl =", "not valid TOML"),
+        ("[sync]\nport = 5\n", "unknown [sync] setting 'port'"),
+        ("[sync]\ntimeout = -1\n", "timeout must be a positive number"),
+        ("[sync]\nurl = 5\n", "url must be a non-empty string"),
+        ("[sync]\noptions = 3\n", "[sync.options] must be a table"),
+    ],
+)
+def test_a_bad_site_config_is_a_one_line_error(tmp_path: Path, toml: str, problem: str) -> None:
+    desk = desktop_file(tmp_path)
+    (tmp_path / "salesmgr.toml").write_text(toml)
+    before = desk.read_bytes()
+    result = salesmgr("sync", desk, "--secret", SECRET)
+    assert result.exit_code == 2
+    assert problem in one_error_line(result)
+    assert desk.read_bytes() == before
+
+
+def test_a_config_given_on_the_command_line_must_exist(tmp_path: Path) -> None:
+    desk = desktop_file(tmp_path)
+    result = salesmgr("sync", desk, "--config", tmp_path / "nope.toml", "--secret", SECRET)
+    assert result.exit_code == 2
+    assert "no such config file" in one_error_line(result)
+
+
+def test_a_missing_secret_is_a_one_line_error(tmp_path: Path) -> None:
+    desk = desktop_file(tmp_path)
+    result = salesmgr("sync", desk, "--from", "tcp://127.0.0.1:9", env={"SALESMGR_SECRET": ""})
+    assert result.exit_code == 2
+    assert "no pairing secret" in one_error_line(result)
+
+
+def test_no_device_listening_is_a_one_line_error(tmp_path: Path) -> None:
+    desk = desktop_file(tmp_path)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = salesmgr("sync", desk, "--from", f"tcp://127.0.0.1:{port}", "--secret", SECRET)
+    assert result.exit_code == 7
+    assert "connection refused" in one_error_line(result)
+
+
+# --- refusals: a clear error on both ends, nothing changed ------------------------------------
+
+
+def test_a_wrong_secret_changes_nothing_on_either_side(
+    tmp_path: Path, emulators: list[Emulator]
+) -> None:
+    desk = desktop_file(tmp_path)
+    device = tmp_path / "device.pipe"
+    emulators.append(emulator := Emulator(tmp_path, device))
+    assert salesmgr("load", desk, "--to", emulator.url, "--secret", SECRET).exit_code == 0
+    assert salesmgr("add", device, "--company", "Road", "--title", "x").exit_code == 0
+    before = (desk.read_bytes(), device.read_bytes())
+    result = salesmgr("sync", desk, "--from", emulator.url, "--secret", "a guess")
+    assert result.exit_code == 7
+    assert "authentication failed" in one_error_line(result)
+    emulator.wait_for_output("authentication failed")
+    assert (desk.read_bytes(), device.read_bytes()) == before
+
+
+def test_a_device_holding_another_pipeline_changes_nothing(
+    tmp_path: Path, emulators: list[Emulator]
+) -> None:
+    desk = desktop_file(tmp_path, name="Spring")
+    other = desktop_file(tmp_path, name="Autumn")
+    device = tmp_path / "device.pipe"
+    emulators.append(emulator := Emulator(tmp_path, device))
+    assert salesmgr("load", desk, "--to", emulator.url, "--secret", SECRET).exit_code == 0
+    before = (other.read_bytes(), device.read_bytes())
+    result = salesmgr("sync", other, "--from", emulator.url, "--secret", SECRET)
+    assert result.exit_code == 7
+    assert "another pipeline, 'Spring'" in one_error_line(result)
+    emulator.wait_for_output("another pipeline")
+    assert (other.read_bytes(), device.read_bytes()) == before
+
+
+def exchange(url: str, data: bytes, *, framed: bool = True) -> bytes:
+    """Send raw bytes to the emulator; return the first framed message it answers, or b""."""
+    host, port = url.removeprefix("tcp://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(LENGTH.pack(len(data)) + data if framed else data)
+        head = b""
+        while len(head) < LENGTH.size:
+            chunk = sock.recv(LENGTH.size - len(head))
+            if not chunk:
+                return b""
+            head += chunk
+        (length,) = LENGTH.unpack(head)
+        body = b""
+        while len(body) < length:
+            chunk = sock.recv(length - len(body))
+            assert chunk
+            body += chunk
+        return body
+
+
+def test_a_desktop_of_a_newer_protocol_is_told_and_nothing_changes(
+    tmp_path: Path, emulators: list[Emulator]
+) -> None:
+    device = tmp_path / "device.pipe"
+    shutil.copyfile(desktop_file(tmp_path), device)
+    before = device.read_bytes()
+    emulators.append(emulator := Emulator(tmp_path, device))
+    answer = parse(exchange(emulator.url, build(Hello(bytes(32), "salesmgr 9"), 0, version=2)))
+    assert isinstance(answer.message, Error) and answer.message.code == ErrorCode.VERSION
+    assert "protocol" in answer.message.text
+    emulator.wait_for_output("the peer speaks sync protocol 2")
+    assert device.read_bytes() == before
+
+
+def test_garbage_on_the_socket_is_refused_and_the_emulator_carries_on(
+    tmp_path: Path, emulators: list[Emulator]
+) -> None:
+    desk = desktop_file(tmp_path)
+    device = tmp_path / "device.pipe"
+    emulators.append(emulator := Emulator(tmp_path, device))
+    assert salesmgr("load", desk, "--to", emulator.url, "--secret", SECRET).exit_code == 0
+    before = device.read_bytes()
+    # Another protocol altogether: its first bytes read as an impossible message length.
+    http = exchange(emulator.url, b"GET / HTTP/1.1\r\nHost: device\r\n\r\n", framed=False)
+    refusal = parse(http).message
+    assert isinstance(refusal, Error) and "more than the protocol allows" in refusal.text
+    emulator.wait_for_output("more than the protocol allows")
+    # A well-framed message full of noise: refused, and the desktop is told why.
+    answer = parse(exchange(emulator.url, b"\xff" + os.urandom(599))).message
+    assert isinstance(answer, Error) and answer.code == ErrorCode.PROTOCOL
+    assert "not a salesmgr sync message" in answer.text
+    assert device.read_bytes() == before
+    assert salesmgr("sync", desk, "--from", emulator.url, "--secret", SECRET).exit_code == 0
+
+
+class FakeDevice:
+    """A listening socket on loopback that answers the desktop's first message with ``reply``."""
+
+    def __init__(self, reply: bytes) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(10)
+        self.url = f"tcp://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.reply = reply
+        self.heard: list[bytes] = []
+        self.thread = threading.Thread(target=self.run)
+        self.thread.start()
+
+    def run(self) -> None:
+        conn, _ = self.sock.accept()
+        with conn:
+            conn.settimeout(10)
+            conn.sendall(self.reply)
+            while True:
+                try:
+                    chunk = conn.recv(65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                self.heard.append(chunk)
+
+    def close(self) -> None:
+        self.thread.join(15)
+        self.sock.close()
+
+
+def test_a_device_of_a_newer_protocol_is_told_and_nothing_changes(tmp_path: Path) -> None:
+    desk = desktop_file(tmp_path)
+    before = desk.read_bytes()
+    newer = build(Challenge(bytes(32), bytes(32), "salesmgr 9"), 0, version=2)
+    fake = FakeDevice(LENGTH.pack(len(newer)) + newer)
+    result = salesmgr("sync", desk, "--from", fake.url, "--secret", SECRET, "--timeout", "5")
+    fake.close()
+    assert result.exit_code == 7
+    assert "the peer speaks sync protocol 2, this salesmgr speaks 1" in one_error_line(result)
+    told = b"".join(fake.heard)
+    messages = []
+    while told:
+        (length,) = LENGTH.unpack(told[:4])
+        messages.append(parse(told[4 : 4 + length]).message)
+        told = told[4 + length :]
+    assert isinstance(messages[-1], Error) and messages[-1].code == ErrorCode.VERSION
+    assert desk.read_bytes() == before
+
+
+def test_garbage_from_the_device_is_a_clear_error(tmp_path: Path) -> None:
+    desk = desktop_file(tmp_path)
+    before = desk.read_bytes()
+    fake = FakeDevice(b"\x00\x00\x00\x40" + b"HTTP/1.1 400 Bad Request\r\n" * 3)
+    result = salesmgr("sync", desk, "--from", fake.url, "--secret", SECRET, "--timeout", "5")
+    fake.close()
+    assert result.exit_code == 7
+    assert "not a salesmgr sync message" in one_error_line(result)
+    assert desk.read_bytes() == before
+
+
+def test_a_stalling_device_times_out_and_changes_nothing(
+    tmp_path: Path, emulators: list[Emulator]
+) -> None:
+    desk = desktop_file(tmp_path)
+    device = tmp_path / "device.pipe"
+    shutil.copyfile(desk, device)  # loaded the old way: a copy of the file
+    assert salesmgr("add", device, "--company", "Road", "--title", "x").exit_code == 0
+    before = (desk.read_bytes(), device.read_bytes())
+    emulators.append(emulator := Emulator(tmp_path, device, "--fault", "stall-after=300"))
+    started = time.monotonic()
+    result = salesmgr("sync", desk, "--from", emulator.url, "--secret", SECRET, "--timeout", "1")
+    assert time.monotonic() - started < 5
+    assert result.exit_code == 7
+    assert "no answer from the device" in one_error_line(result)
+    assert (desk.read_bytes(), device.read_bytes()) == before
+
+
+def test_a_cut_cable_is_finished_by_the_next_sync(
+    tmp_path: Path, emulators: list[Emulator]
+) -> None:
+    desk = desktop_file(tmp_path)
+    device = tmp_path / "device.pipe"
+    emulators.append(emulator := Emulator(tmp_path, device))
+    assert salesmgr("load", desk, "--to", emulator.url, "--secret", SECRET).exit_code == 0
+    emulator.stop()
+    assert salesmgr("add", device, "--company", "Road", "--title", "x").exit_code == 0
+    assert salesmgr("add", desk, "--company", "Office", "--title", "y").exit_code == 0
+    emulators.append(cut := Emulator(tmp_path, device, "--once", "--fault", "disconnect-after=700"))
+    result = salesmgr("sync", desk, "--from", cut.url, "--secret", SECRET, "--timeout", "5")
+    assert result.exit_code == 7
+    assert cut.process.wait(10) != 0
+    emulators.append(again := Emulator(tmp_path, device))
+    result = salesmgr("sync", desk, "--from", again.url, "--secret", SECRET)
+    assert result.exit_code == 0, result.output
+    merged = content(desk)
+    assert merged == content(device)
+    names = sorted(v["company"] for _, (k, d, v) in merged.items() if k == "opportunity" and not d)
+    assert names == sorted([f"Company {i}" for i in range(5)] + ["Office", "Road"])
+
+
+# --- TLS ---------------------------------------------------------------------------------------
+
+
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    cert, key = folder / "device-cert.pem", folder / "device-key.pem"
+    try:
+        from cryptography import x509  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        return _certificate_with_cryptography(cert, key)
+    if shutil.which("openssl") is None:
+        pytest.skip("neither the cryptography package nor the openssl command is available")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=30,
+    )
+    return cert, key
+
+
+def _certificate_with_cryptography(cert: Path, key: Path) -> tuple[Path, Path]:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(private, hashes.SHA256())
+    )
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert, key
+
+
+def test_tls_with_the_certificate_checked_against_the_sites_ca(
+    tmp_path: Path, emulators: list[Emulator]
+) -> None:
+    cert, key = self_signed_certificate(tmp_path)
+    desk = desktop_file(tmp_path)
+    device = tmp_path / "device.pipe"
+    emulators.append(
+        emulator := Emulator(
+            tmp_path, device, "--tls-cert", str(cert), "--tls-key", str(key),
+            on="tcps://127.0.0.1:0",
+        )
+    )
+    assert emulator.url.startswith("tcps://127.0.0.1:")
+    (tmp_path / "salesmgr.toml").write_text(
+        f'[sync]\nurl = "{emulator.url}"\n\n[sync.options]\ntls-ca = "{cert.name}"\n'
+    )
+    env = {"SALESMGR_SECRET": SECRET}
+    assert salesmgr("load", desk, env=env).exit_code == 0
+    assert salesmgr("add", device, "--company", "Road", "--title", "x").exit_code == 0
+    result = salesmgr("sync", desk, env=env)
+    assert result.exit_code == 0, result.output
+    assert content(desk) == content(device)
+    plain = emulator.url.replace("tcps://", "tcp://")
+    refused = salesmgr("sync", desk, "--from", plain, "--timeout", "2", env=env)
+    assert refused.exit_code == 7  # a plain-TCP desktop cannot talk to a TLS device
+    one_error_line(refused)
+
+
+def test_messages_on_the_wire_are_framed_protocol_messages(
+    tmp_path: Path, emulators: list[Emulator]
+) -> None:
+    emulators.append(emulator := Emulator(tmp_path, tmp_path / "device.pipe"))
+    answer = parse(exchange(emulator.url, build(Hello(bytes(32), "probe"), 0)))
+    assert answer.message.TYPE is MessageType.CHALLENGE and not answer.sealed
