@@ -7,4 +7,5 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "salesmgr.plugins.pipeline_codec",
     "salesmgr.plugins.policies",
     "salesmgr.plugins.transport_tcp",
+    "salesmgr.plugins.transport_serial",
 )
