@@ -13,7 +13,7 @@ from salesmgr.emulator.device import DeviceEmulator
 from salesmgr.errors import PipelineFileError
 from salesmgr.faults import Faults
 from salesmgr.hookspecs import hookimpl
-from salesmgr.registry import get_registry
+from salesmgr.registry import Listener, Mailbox, get_registry
 from salesmgr.session import DEFAULT_TIMEOUT, DeviceFile, transport_for
 from salesmgr.site_config import resolve_secret
 
@@ -31,7 +31,8 @@ def emulator() -> None:
     required=True,
     metavar="URL",
     help="Where to wait for the desktop: tcp://HOST:PORT (port 0 picks a free one), "
-    "tcps://HOST:PORT, serial-pty.",
+    "tcps://HOST:PORT, serial-pty, folder://PATH (a mirrored folder: watched, store and "
+    "forward).",
 )
 @click.option("--secret", help="Pairing secret (default: $SALESMGR_SECRET).")
 @click.option("--once", is_flag=True, help="Stop after one session.")
@@ -82,7 +83,15 @@ def serve(
     for key, value in (("baud", baud), ("tls_cert", tls_cert), ("tls_key", tls_key)):
         if value is not None:
             options[key] = value
-    listener = transport_for(url, registry).listen(url, options)
+    transport = transport_for(url, registry)
+    mailbox: Mailbox | None = None
+    listener: Listener | None = None
+    if transport.store_and_forward:  # folder://: no session to wait for, a mailbox to watch
+        mailbox = transport.open_mailbox(url, options)
+        where = mailbox.url
+    else:
+        listener = transport.listen(url, options)
+        where = listener.url
     device = DeviceEmulator(
         store,
         secret,
@@ -91,17 +100,23 @@ def serve(
         log=click.echo,
         complain=lambda message: click.echo(f"salesmgr emulator: {message}", err=True),
     )
-    click.echo(f"listening on {listener.url}")  # click.echo flushes: tests wait for this line
+    click.echo(f"listening on {where}")  # click.echo flushes: tests wait for this line
     handlers: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             handlers[signum] = signal.signal(signum, lambda *_: device.stop())
     try:
-        code = device.serve(listener, once=once)
+        if mailbox is not None:
+            code = device.serve_mailbox(mailbox, once=once)
+        else:
+            assert listener is not None
+            code = device.serve(listener, once=once)
     finally:
         for signum, previous in handlers.items():
             signal.signal(signum, previous)
-        listener.close()
+        for endpoint in (mailbox, listener):
+            if endpoint is not None:
+                endpoint.close()
     click.echo(f"stopped after {device.sessions} sessions ({device.failures} failed)")
     ctx.exit(code)
 

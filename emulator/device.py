@@ -2,17 +2,21 @@
 
 Every session reads the device file afresh (it may have been edited between syncs with
 ``salesmgr edit``) and writes it only by an atomic replace, so stopping the emulator at any
-moment leaves a whole file behind.
+moment leaves a whole file behind.  On a store-and-forward transport (``folder://``) there is
+no session to wait for: the loop looks into the mailbox every `POLL` seconds instead
+(`serve_mailbox`).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 
+from salesmgr.drop_sync import DeviceDrops, DeviceEvent
 from salesmgr.errors import SalesmgrError, SyncError
-from salesmgr.registry import Link, Listener, Registry
-from salesmgr.session import DEFAULT_TIMEOUT, DeviceSession, DeviceStore
+from salesmgr.registry import Link, Listener, Mailbox, Registry
+from salesmgr.session import DEFAULT_TIMEOUT, DeviceFile, DeviceSession, DeviceStore
 
 POLL = 0.2  # seconds between looks at the stop flag while no desktop is connected
 
@@ -80,6 +84,47 @@ class DeviceEmulator:
         for line in result.lines():
             self.log(line)
         return 0
+
+    def serve_mailbox(self, mailbox: Mailbox, *, once: bool = False) -> int:
+        """Take what desktops leave in ``mailbox`` and keep an offer there, until `stop` (0),
+        or with ``once`` until one round ended (its code: an answer or a load committed,
+        refused, or a damaged drop).  A failure is reported once and the loop goes on."""
+        device = DeviceDrops(
+            mailbox, self.secret, self.store, registry=self.registry, stamp=self.file_stamp
+        )
+        last_failure = ""
+        while not self._stop.is_set():
+            try:
+                happened = device.step()
+                last_failure = ""
+            except SalesmgrError as error:  # e.g. the device file became unreadable
+                if str(error) == last_failure:
+                    happened = []
+                else:
+                    last_failure = str(error)
+                    happened = [DeviceEvent("failed", str(error), error.exit_code, final=True)]
+            for event in happened:
+                self.sessions += event.final
+                if event.code:
+                    self.failures += 1
+                    self.complain(event.text)
+                else:
+                    self.log(event.text)
+            ended = [e for e in happened if e.final]
+            if once and ended:
+                return max(e.code for e in ended)
+            self._stop.wait(POLL)
+        return 0
+
+    def file_stamp(self) -> object:
+        """Changes whenever the device file does (so an idle look reads nothing)."""
+        if not isinstance(self.store, DeviceFile):
+            return object()  # unknown store: never equal, so every look reads it
+        try:
+            info = os.stat(self.store.path)
+        except OSError:
+            return None
+        return (info.st_size, info.st_mtime_ns, info.st_ino)
 
     def stop(self) -> None:
         """End the loop; a session in progress is cut (the device file stays whole).

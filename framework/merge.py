@@ -317,8 +317,11 @@ def merge_delta(
             desktop.knowledge[replica] = counter
     # Only what the device is known to hold; merge_files and the session's commit add the rest.
     desktop.peers[delta.replica_id] = dict(device_knowledge)
-    back = delta_since(desktop, device_knowledge, registry)
-    count_device_side(report, back, device_knowledge)
+    # A restored replica counts again from an older counter: the device's vector claims its
+    # versions without the device holding them, so everything they wrote goes back.
+    held = {r: c for r, c in device_knowledge.items() if r not in session.untrusted}
+    back = delta_since(desktop, held, registry)
+    count_device_side(report, back, held)
     hook.salesmgr_merge_report(session=session, report=report)
     return MergeResult(report, back)
 

@@ -11,7 +11,7 @@ import importlib
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import pluggy
 
@@ -76,11 +76,54 @@ class Listener(Protocol):
     def close(self) -> None: ...
 
 
+class Mail(NamedTuple):
+    """One entry of a `Mailbox`, as read."""
+
+    data: bytes  # its bytes, at most the ``limit`` asked for
+    size: int  # its whole size (more than ``len(data)`` when cut at the limit)
+    age: float  # seconds since it last changed: a young, incomplete entry may still be arriving
+
+
+class Mailbox(Protocol):
+    """A store-and-forward drop box shared by desktop and device (``folder://``).
+
+    The two ends never talk at the same time: each leaves whole entries (drops, see
+    `salesmgr.drops`) for the other and picks up what the other left.  Entry names are plain
+    names, never paths; a mailbox refuses any other name and never reaches outside itself."""
+
+    url: str  # the real address, e.g. ``folder:///home/ana/Mirror``
+
+    def entries(self) -> dict[str, object]:
+        """The entries now in the box, each with a token that changes whenever it does;
+        entries still being written under a temporary name are left out."""
+
+    def read(self, name: str, limit: int) -> Mail | None:
+        """Entry ``name``, or None if it is gone; raises SyncError for an entry it must not read
+        (a link, not a regular file)."""
+
+    def write(self, name: str, data: bytes) -> None:
+        """Leave ``data`` as entry ``name``, atomically: whole or not at all."""
+
+    def remove(self, name: str) -> None:
+        """Take entry ``name`` away; one already gone is not an error."""
+
+    def home(self, name: str) -> str:
+        """Where entry ``name`` lives, as a pipeline file's home (for files dropped by hand)."""
+
+    def close(self) -> None: ...
+
+
 class Transport:
-    """Carries a sync session for one URL scheme (``tcp://``, ``serial://``, ``folder://``)."""
+    """Carries a sync session for one URL scheme (``tcp://``, ``serial://``, ``folder://``).
+
+    A live transport implements `connect` and `listen` (a `Link` at a time).  A store-and-forward
+    transport, where desktop and device are never connected at once, sets ``store_and_forward``
+    and implements `open_mailbox` instead; the session code then exchanges drops through it
+    (`salesmgr.drop_sync`)."""
 
     scheme: str = ""
     help: str = ""
+    store_and_forward: bool = False
 
     def connect(self, url: str, options: Mapping[str, Any]) -> Link:
         """Desktop side: open the link to the device at ``url``."""
@@ -88,6 +131,10 @@ class Transport:
 
     def listen(self, url: str, options: Mapping[str, Any]) -> Listener:
         """Device side: wait for the desktop at ``url`` (the emulator uses this)."""
+        raise NotImplementedError
+
+    def open_mailbox(self, url: str, options: Mapping[str, Any]) -> Mailbox:
+        """Both sides of a store-and-forward transport: the drop box at ``url``."""
         raise NotImplementedError
 
 

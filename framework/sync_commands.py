@@ -5,16 +5,21 @@ site's ``salesmgr.toml``) and speak the protocol of `salesmgr.session`."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from salesmgr.cli import open_pipeline, save_pipeline
+from salesmgr.drop_sync import DesktopDrops
 from salesmgr.registry import Link, get_registry
 from salesmgr.session import DEFAULT_TIMEOUT, DesktopSession, SessionResult, transport_for
 from salesmgr.site_config import ConfigError, SiteConfig, find_site_config, resolve_secret
+
+if TYPE_CHECKING:
+    from salesmgr.model import Pipeline
 
 PIPELINE = click.Path(dir_okay=False, path_type=Path)
 
@@ -58,12 +63,52 @@ def connect(
     return link, secret, timeout
 
 
+def drop_box(
+    config: SiteConfig, url: str | None, secret: str | None, timeout: float | None
+) -> DesktopDrops | None:
+    """The device's drop box when its transport is store and forward (``folder://``), else
+    None: the device is then reached over a live link (`connect`)."""
+    url = url or config.url
+    if not url or not transport_for(url).store_and_forward:
+        return None
+    secret = resolve_secret(secret, config)
+    timeout = timeout or config.timeout or DEFAULT_TIMEOUT
+    mailbox = transport_for(url).open_mailbox(url, {**config.options, "timeout": timeout})
+    return DesktopDrops(mailbox, secret, timeout=timeout)
+
+
+def progress(
+    link: Link, file: Path, desktop: Pipeline, as_json: bool
+) -> AbstractContextManager[object]:
+    """A progress bar for the session, on a terminal only (never with --json)."""
+    from salesmgr.plugins.progress import showing_progress
+
+    return showing_progress(
+        link, pipeline_bytes=file.stat().st_size, records=len(desktop.records),
+        enabled=not as_json,
+    )
+
+
 def show(result: SessionResult, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(result.as_json(), indent=2))
     else:
         for line in result.lines():
             click.echo(line)
+
+
+def show_all(results: Sequence[SessionResult], as_json: bool) -> None:
+    """One result as `show` prints it; several (a folder held more than one thing to take)
+    one after the other, or as a JSON list."""
+    if len(results) == 1:
+        show(results[0], as_json)
+    elif as_json:
+        click.echo(json.dumps([r.as_json() for r in results], indent=2))
+    else:
+        for index, result in enumerate(results):
+            if index:
+                click.echo("")
+            show(result, as_json)
 
 
 @click.command("load")
@@ -80,9 +125,17 @@ def load(
     this desktop has not seen refuses: sync first.  FILE is not changed."""
     config = find_site_config(file, config_path)
     desktop = open_pipeline(file)
+    box = drop_box(config, url, secret, timeout)
+    if box is not None:
+        try:
+            show(box.load(desktop), as_json)
+        finally:
+            box.mailbox.close()
+        return
     link, secret, timeout = connect(config, url, secret, timeout, "--to")
     try:
-        result = DesktopSession(link, secret, timeout=timeout).load(desktop)
+        with progress(link, file, desktop, as_json):
+            result = DesktopSession(link, secret, timeout=timeout).load(desktop)
     finally:
         link.close()
     show(result, as_json)
@@ -113,15 +166,30 @@ def sync(
     policy = policy or config.policy or "field-merge"
     get_registry().policy(policy)  # an unknown policy fails before connecting
     desktop = open_pipeline(file)
+    box = drop_box(config, url, secret, timeout)
+    if box is not None:
+        try:
+            results = box.sync(
+                desktop,
+                save=lambda pipeline: save_pipeline(pipeline, file),
+                policy=policy,
+                dry_run=dry_run,
+                allow_mass_change=allow_mass_change,
+            )
+        finally:
+            box.mailbox.close()
+        show_all(results, as_json)
+        return
     link, secret, timeout = connect(config, url, secret, timeout, "--from")
     try:
-        result = DesktopSession(link, secret, timeout=timeout).sync(
-            desktop,
-            save=lambda pipeline: save_pipeline(pipeline, file),
-            policy=policy,
-            dry_run=dry_run,
-            allow_mass_change=allow_mass_change,
-        )
+        with progress(link, file, desktop, as_json):
+            result = DesktopSession(link, secret, timeout=timeout).sync(
+                desktop,
+                save=lambda pipeline: save_pipeline(pipeline, file),
+                policy=policy,
+                dry_run=dry_run,
+                allow_mass_change=allow_mass_change,
+            )
     finally:
         link.close()
     show(result, as_json)

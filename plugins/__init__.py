@@ -8,4 +8,5 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "salesmgr.plugins.policies",
     "salesmgr.plugins.transport_tcp",
     "salesmgr.plugins.transport_serial",
+    "salesmgr.plugins.transport_folder",
 )

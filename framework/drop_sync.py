@@ -1,0 +1,981 @@
+"""Store-and-forward sync: the desktop half and the device half, over any `Mailbox`.
+
+When the desktop and the device are never connected at the same time (``folder://``: a
+mirroring tool copies the device's files to a folder on the PC and back), the live session of
+`salesmgr.session` becomes three drops (`salesmgr.drops`) and three commit points:
+
+1. The device keeps one OFFER in the mailbox, always current: its changes since what it last
+   learned the desktop knows (everything when it never met one), with its knowledge.
+2. ``salesmgr sync --from folder://PATH`` takes the newest offer, merges it like a live sync
+   (same merge engine, same guards), **saves the desktop file**, then leaves an ANSWER: what the
+   device lacks.  An offer that does not cover what the desktop lacks (a restored device or
+   desktop, a first meeting) is answered with a request to offer again, and nothing is merged.
+3. The device takes the answer, applies it, and **saves its file together with the answer's id**;
+   only then does it remove the answer and refresh its offer.
+
+Every step is idempotent and each side records the ids of the drops it applied in its own file
+(header entry ``drops.applied``), in the same atomic save as what they changed; so a drop
+delivered twice is applied once, and a cut anywhere leaves two valid files that the next round
+brings together (docs/protocol.md, section ``folder://``, walks through every cut).  A plain
+pipeline file found in the mailbox (copied there by hand, the old way) is merged as
+``salesmgr merge`` would and put back, merged, for the device.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from salesmgr import auth, drops, storage
+from salesmgr.drops import Answer, Drop, DropError, DropKind, ForeignDrop, Load, Offer, Refusal
+from salesmgr.errors import MergeError, PipelineFileError, SalesmgrError, SyncError
+from salesmgr.merge import (
+    Delta,
+    MergeReport,
+    apply_delta,
+    count_device_side,
+    delta_since,
+    merge_delta,
+    merge_files,
+)
+from salesmgr.model import Pipeline, now_ms
+from salesmgr.protocol import ErrorCode, Mode, Open, State
+from salesmgr.registry import Mailbox, Registry, get_registry
+from salesmgr.session import (
+    DEFAULT_TIMEOUT,
+    DESKTOP_RESTORED,
+    DesktopSession,
+    DeviceStore,
+    DeviceView,
+    Events,
+    MassChange,
+    SessionError,
+    SessionResult,
+    everything_peers_saw,
+    live_count,
+)
+
+# A drop or file that fails its checks but changed less than this long ago may still be being
+# copied in by the mirroring tool: it is left alone and looked at again, never applied.
+SETTLE = 2.0
+APPLIED = "drops.applied"  # header entry: ids of the drops this file applied, newest last
+PARTNER = "drops.desktop"  # device header entry: the desktop it last took a drop from
+KEEP_APPLIED = 64  # an evicted id is harmless: replaying a very old drop changes nothing
+WAIT_STEP = 0.05
+
+
+def applied_ids(pipeline: Pipeline | None) -> list[str]:
+    return pipeline.extra.get(APPLIED, "").split() if pipeline is not None else []
+
+
+def was_applied(pipeline: Pipeline | None, drop_id: str) -> bool:
+    return drop_id in applied_ids(pipeline)
+
+
+def remember_applied(pipeline: Pipeline, drop_id: str) -> None:
+    kept = [i for i in applied_ids(pipeline) if i != drop_id] + [drop_id]
+    pipeline.extra[APPLIED] = " ".join(kept[-KEEP_APPLIED:])
+
+
+def header_extra(pipeline: Pipeline) -> dict[str, str]:
+    """The header entries a pipeline hands on; its drop bookkeeping stays its own."""
+    return {k: v for k, v in pipeline.extra.items() if not k.startswith("drops.")}
+
+
+def covers(knowledge: dict[str, int], other: dict[str, int]) -> bool:
+    """True when ``knowledge`` has seen every write ``other`` has."""
+    return all(knowledge.get(replica, 0) >= counter for replica, counter in other.items())
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+# --- looking into the mailbox --------------------------------------------------------------------
+
+
+@dataclass
+class Found:
+    """A drop that passed every check."""
+
+    entry: str
+    drop: Drop
+    size: int
+
+
+@dataclass
+class PipelineEntry:
+    """A plain pipeline file found in the mailbox."""
+
+    entry: str
+    pipeline: Pipeline
+    size: int
+
+
+@dataclass
+class Look:
+    """What one look into the mailbox found."""
+
+    drops: list[Found] = field(default_factory=list)
+    files: list[PipelineEntry] = field(default_factory=list)
+    problems: dict[str, str] = field(default_factory=dict)  # entry -> why it is refused
+    arriving: list[str] = field(default_factory=list)  # incomplete but young: look again
+
+    def of(self, kind: type[Drop]) -> list[Found]:
+        return [f for f in self.drops if isinstance(f.drop, kind)]
+
+
+def offer_rank(found: Found) -> tuple[int, int]:
+    # A device's knowledge only grows, so its later offers know more; its clock breaks ties.
+    offer = found.drop
+    assert isinstance(offer, Offer)
+    return sum(offer.knowledge.values()), offer.created_ms
+
+
+def newest_offer(found: Iterable[Found]) -> Found | None:
+    return max((f for f in found if isinstance(f.drop, Offer)), key=offer_rank, default=None)
+
+
+class DropReader:
+    """Reads and checks entries of a mailbox; remembers what it checked until it changes."""
+
+    def __init__(
+        self, mailbox: Mailbox, secret: bytes, registry: Registry, settle: float
+    ) -> None:
+        self.mailbox = mailbox
+        self.secret = secret
+        self.registry = registry
+        self.settle = settle
+        self.cache: dict[str, tuple[object, Found | str | None]] = {}
+
+    def where(self, entry: str) -> str:
+        return f"{self.mailbox.url.rstrip('/')}/{entry}"
+
+    def look(
+        self,
+        inbox: Collection[DropKind],
+        outbox: Collection[DropKind] = (),
+        *,
+        files: bool = False,
+        entries: dict[str, object] | None = None,
+    ) -> Look:
+        """Drops of the ``inbox`` kinds (problems reported), of the ``outbox`` kinds (this side's
+        own: problems ignored), and with ``files`` the plain pipeline files."""
+        entries = self.mailbox.entries() if entries is None else entries
+        for gone in set(self.cache) - set(entries):
+            del self.cache[gone]
+        look = Look()
+        for entry, token in sorted(entries.items()):
+            claimed = drops.parse_name(entry)
+            if claimed is None:
+                if files and not entry.endswith(".bak"):  # storage's backups are old copies
+                    self.take_file(entry, token, look)
+                continue
+            kind, drop_id = claimed
+            if kind in inbox or kind in outbox:
+                self.take_drop(entry, token, kind, drop_id, look, report=kind in inbox)
+        return look
+
+    def take_drop(
+        self, entry: str, token: object, kind: DropKind, drop_id: str, look: Look, report: bool
+    ) -> None:
+        cached = self.cache.get(entry)
+        if cached is not None and cached[0] == token:
+            outcome = cached[1]
+        else:
+            outcome = self.check_drop(entry, kind, drop_id)
+            if outcome == "arriving":
+                if report:
+                    look.arriving.append(entry)
+                return
+            self.cache[entry] = (token, outcome)
+        if isinstance(outcome, Found):
+            look.drops.append(outcome)
+        elif isinstance(outcome, str) and report:
+            look.problems[entry] = outcome
+
+    def check_drop(self, entry: str, kind: DropKind, drop_id: str) -> Found | str | None:
+        where = self.where(entry)
+        try:
+            mail = self.mailbox.read(entry, drops.MAX_DROP)
+        except SyncError as problem:
+            return str(problem)
+        if mail is None:
+            return None  # taken away meanwhile
+        if mail.size > len(mail.data):
+            return f"{where}: {mail.size} bytes, more than a drop can hold"
+        try:
+            drop = drops.unseal(mail.data, self.secret, where, self.registry)
+        except ForeignDrop as problem:
+            return str(problem)
+        except DropError as problem:
+            return "arriving" if mail.age < self.settle else str(problem)
+        if drop.KIND is not kind or drop.drop_id != drop_id:
+            return (
+                f"{where}: its name does not match what it holds "
+                f"(a {drop.kind_name} {drop.drop_id[:8]})"
+            )
+        return Found(entry, drop, mail.size)
+
+    def take_file(self, entry: str, token: object, look: Look) -> None:
+        cached = self.cache.get(entry)
+        if cached is not None and cached[0] == token:
+            return  # looked at before: not a pipeline file
+        where = self.where(entry)
+        try:
+            head = self.mailbox.read(entry, 64)
+            if head is None or not any(c.sniff(head.data) for c in self.registry.codecs):
+                self.cache[entry] = (token, None)
+                return
+            mail = self.mailbox.read(entry, storage.MAX_FILE)
+        except SyncError as problem:
+            look.problems[entry] = str(problem)
+            return
+        if mail is None:
+            return
+        try:
+            pipeline = storage.decode(mail.data, where, self.registry)
+        except PipelineFileError as problem:
+            if mail.age < self.settle:
+                look.arriving.append(entry)
+            else:
+                look.problems[entry] = str(problem)
+            return
+        # The rule of storage.load: a file away from its home is a copy, a replica of its own.
+        here = self.mailbox.home(entry)
+        if pipeline.home != here:
+            if pipeline.home:
+                pipeline.fork(here)
+            else:
+                pipeline.home = here
+        look.files.append(PipelineEntry(entry, pipeline, mail.size))
+
+
+# --- what a desktop round did -------------------------------------------------------------------
+
+
+@dataclass
+class DropResult(SessionResult):
+    """A `SessionResult` for one drop or file taken from a mailbox."""
+
+    taken: str = ""  # the drop or file taken from the mailbox
+    written: str = ""  # the drop or file left there
+    waiting: str = ""  # the round needs the device to act first: why
+    notices: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out: list[str] = []
+        if self.mode == "load":
+            out.append(
+                f"left the whole pipeline for the device: {plural(self.records_sent, 'record')} "
+                f"in {self.written}"
+            )
+            out.append(
+                "the device takes it at its next look; it refuses if it holds changes this "
+                "desktop has not seen (then sync first)"
+            )
+        else:
+            out.append(f"took {self.taken}")
+            if self.report is not None:
+                out.extend(self.report.lines())
+            if self.slow:
+                out.append(f"slow sync (full comparison): {self.slow}")
+            if self.mass_change:
+                out.append(f"a real sync would stop: {self.mass_change}")
+            if self.written:
+                out.append(f"left {self.written} for the device")
+            if self.waiting:
+                out.append(self.waiting)
+        out.extend(f"note: {n}" for n in self.notices)
+        if self.dry_run:
+            out.append("dry run: nothing was written in the folder or to the desktop file")
+        out.append(self.traffic())
+        return out
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            **super().as_json(),
+            "taken": self.taken or None,
+            "written": self.written or None,
+            "waiting": self.waiting or None,
+            "notices": list(self.notices),
+        }
+
+
+# --- the desktop half ----------------------------------------------------------------------------
+
+
+class DesktopDrops:
+    """``salesmgr sync`` and ``salesmgr load`` through a mailbox."""
+
+    def __init__(
+        self,
+        mailbox: Mailbox,
+        secret: str | bytes,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        registry: Registry | None = None,
+        settle: float = SETTLE,
+    ) -> None:
+        self.mailbox = mailbox
+        self.secret = auth.secret_bytes(secret)
+        self.registry = registry or get_registry()
+        self.timeout = timeout
+        self.reader = DropReader(mailbox, self.secret, self.registry, settle)
+        self.events = Events(self.registry, "desktop")
+
+    def look(
+        self, inbox: Collection[DropKind], outbox: Collection[DropKind], files: bool
+    ) -> Look:
+        """A look, waiting (up to the timeout) for entries still being copied in."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            look = self.reader.look(inbox, outbox, files=files)
+            if not look.arriving:
+                return look
+            if time.monotonic() >= deadline:
+                for entry in look.arriving:
+                    look.problems[entry] = (
+                        f"{self.reader.where(entry)}: still being copied into the folder after "
+                        f"{self.timeout:g} s"
+                    )
+                return look
+            time.sleep(WAIT_STEP)
+
+    # -- sync ---------------------------------------------------------------------------------
+
+    def sync(
+        self,
+        desktop: Pipeline,
+        *,
+        save: Callable[[Pipeline], None],
+        policy: str = "field-merge",
+        dry_run: bool = False,
+        allow_mass_change: bool = False,
+    ) -> list[DropResult]:
+        """Answer the device's newest offer and merge every pipeline file found.
+
+        ``save`` writes the desktop file; it is called (unless ``dry_run``) after a merge and
+        before anything is left for the device, so the device never holds a version the
+        desktop lost.  Raises SyncError when the mailbox holds nothing to take."""
+        self.registry.policy(policy)  # an unknown policy fails before anything is read
+        self.events.mode = "sync"
+        try:
+            look = self.look(
+                {DropKind.OFFER, DropKind.REFUSAL}, {DropKind.ANSWER, DropKind.LOAD}, files=True
+            )
+            notices, told = self.refusals(look)
+            results: list[DropResult] = []
+            offer = newest_offer(look.drops)
+            if offer is not None:
+                results.append(
+                    self.answer(desktop, offer, look, save, policy, dry_run, allow_mass_change)
+                )
+            for found in look.files:
+                merged = self.merge_file(
+                    desktop, found, save, policy, dry_run, allow_mass_change, notices
+                )
+                if merged is not None:
+                    results.append(merged)
+        except SalesmgrError as error:
+            self.events("failed", error=str(error))
+            raise
+        problems = [f"{p}; left in place for inspection" for p in look.problems.values()]
+        if not results and problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise SyncError(f"{problems[0]}, nothing was changed{more}")
+        if not dry_run:  # the user is told now: clear the refusals and what they refused away
+            for entry in told:
+                self.mailbox.remove(entry)
+        if not results:
+            raise SyncError("; ".join([
+                f"nothing to sync in {self.mailbox.url}: no offer from the device and no "
+                "pipeline file (is the device's folder mirrored there?)",
+                *notices,
+            ]))
+        results[0].notices.extend(notices + problems)
+        return results
+
+    def refusals(self, look: Look) -> tuple[list[str], list[str]]:
+        """What the device refused, as notes for the user, and the entries to clear away once
+        the user has been told (each refusal and the drop it refused)."""
+        notices: list[str] = []
+        told: list[str] = []
+        own = {f.drop.drop_id: f for f in look.drops if isinstance(f.drop, (Load, Answer))}
+        for found in look.of(Refusal):
+            refusal = found.drop
+            assert isinstance(refusal, Refusal)
+            refused = own.get(refusal.refused)
+            what = refused.entry if refused else f"drop {refusal.refused[:8]}"
+            notices.append(f"the device refused {what}: {refusal.text}")
+            told.append(found.entry)
+            if refused is not None:
+                told.append(refused.entry)
+                look.drops.remove(refused)  # gone once told: neither superseded nor re-sent
+        return notices, told
+
+    def answer(
+        self,
+        desktop: Pipeline,
+        found: Found,
+        look: Look,
+        save: Callable[[Pipeline], None],
+        policy: str,
+        dry_run: bool,
+        allow_mass_change: bool,
+    ) -> DropResult:
+        started = time.monotonic()
+        offer = found.drop
+        assert isinstance(offer, Offer)
+        result = DropResult(
+            "desktop", "sync", peer_replica=offer.device_replica, dry_run=dry_run,
+            taken=f"{found.entry} from device {offer.device_replica[:8]}",
+            records_received=len(offer.records), bytes_received=found.size,
+            device_records=offer.live_records,
+        )
+        if not offer.blank and offer.pipeline_id != desktop.pipeline_id:
+            raise SessionError(
+                f"the device holds another pipeline, {offer.name!r} "
+                f"({(offer.pipeline_id or '')[:8]}); the desktop's is {desktop.name!r} "
+                f"({desktop.pipeline_id[:8]}); nothing was changed",
+                ErrorCode.PIPELINE,
+            )
+        if offer.device_replica == desktop.replica_id:
+            raise SessionError(
+                "the device holds this very replica (was this file copied onto it without "
+                "salesmgr load?); load the device instead",
+                ErrorCode.PIPELINE,
+            )
+        self.events("authenticated", peer_replica=offer.device_replica)
+        mine = desktop.replica_id
+        agreement = offer.agreement if offer.desktop_replica == mine else None
+        if was_applied(desktop, offer.drop_id):
+            back = self.merged_before(desktop, found, result, policy)
+            if back is None:
+                result.seconds = time.monotonic() - started
+                return result
+        else:
+            state = State(
+                offer.pipeline_id, offer.device_replica, offer.name, offer.live_records,
+                offer.knowledge, agreement, blank=offer.blank,
+            )
+            slow = DesktopSession.slow_reason(desktop, state)
+            result.slow = slow
+            wanted = {} if slow else dict(desktop.knowledge)
+            if not covers(wanted, offer.since):
+                self.ask_again(desktop, offer, look, wanted, slow, result, dry_run)
+                result.seconds = time.monotonic() - started
+                return result
+            merged = self.merge(desktop, offer, slow, result, policy, dry_run, allow_mass_change)
+            if merged is None:  # dry run
+                result.seconds = time.monotonic() - started
+                return result
+            if merged[1]:
+                remember_applied(desktop, offer.drop_id)
+                save(desktop)
+                result.saved = True
+            back = merged[0]
+        if not dry_run:
+            self.leave_answer(desktop, offer, look, back, agreement, result)
+        self.events("committed", records=result.records_sent)
+        result.seconds = time.monotonic() - started
+        return result
+
+    def merged_before(
+        self, desktop: Pipeline, found: Found, result: DropResult, policy: str
+    ) -> Delta | None:
+        """An offer this desktop merged already: never merged twice.  Answer it again (the
+        answer may have been lost), unless the device has since sent a newer one."""
+        offer = found.drop
+        assert isinstance(offer, Offer)
+        result.records_received = 0
+        recorded = desktop.peers.get(offer.device_replica)
+        newer = recorded is not None and recorded != offer.knowledge
+        if newer and recorded is not None and covers(recorded, offer.knowledge):
+            result.notices.append(
+                f"{found.entry} was merged before and the device has sent newer changes "
+                "since: not applied again"
+            )
+            return None
+        back = delta_since(desktop, offer.knowledge, self.registry)
+        result.report = MergeReport(policy)
+        count_device_side(result.report, back, offer.knowledge)
+        result.notices.append(
+            f"{found.entry} was merged before (its answer may have been lost): not merged again"
+        )
+        return back
+
+    def merge(
+        self,
+        desktop: Pipeline,
+        offer: Offer,
+        slow: str,
+        result: DropResult,
+        policy: str,
+        dry_run: bool,
+        allow_mass_change: bool,
+    ) -> tuple[Delta, bool] | None:
+        """Merge the offer into ``desktop``: (what the device lacks, whether the desktop
+        changed), or None for a dry run."""
+        untrusted: tuple[str, ...] = ()
+        if slow == DESKTOP_RESTORED and not dry_run:
+            # As in a live sync: never mint a version the device already knows.
+            untrusted = (desktop.fork(desktop.home),)
+        before = live_count(desktop)
+        versions = (desktop.replica_id, dict(desktop.knowledge))
+        delta = Delta(desktop.pipeline_id, offer.device_replica, dict(offer.knowledge),
+                      offer.records)
+        merged = merge_delta(
+            desktop, delta, policy=policy, registry=self.registry, untrusted=untrusted
+        )
+        desktop.peers[offer.device_replica] = dict(offer.knowledge)
+        result.report = merged.report
+        self.events(
+            "merged",
+            to_desktop=merged.report.to_desktop.as_json(),
+            to_device=merged.report.to_device.as_json(),
+            conflicts=len(merged.report.conflicts),
+        )
+        reason = None if offer.blank else merged.mass_change(before, offer.live_records)
+        if reason and dry_run:
+            result.mass_change = reason
+        elif reason and not allow_mass_change:
+            raise MassChange(reason)
+        if dry_run:
+            return None
+        return merged.back, (desktop.replica_id, desktop.knowledge) != versions
+
+    def ask_again(
+        self,
+        desktop: Pipeline,
+        offer: Offer,
+        look: Look,
+        wanted: dict[str, int],
+        slow: str,
+        result: DropResult,
+        dry_run: bool,
+    ) -> None:
+        """The offer does not hold everything this desktop lacks: merge nothing, and ask the
+        device to offer again from ``wanted`` ({} = everything)."""
+        why = slow or "the device's offer does not hold everything this desktop lacks"
+        what = "everything it holds" if not wanted else "what this desktop lacks"
+        result.waiting = (
+            f"{why}: nothing merged yet; asked the device to offer {what} "
+            "(run sync again once it has)"
+        )
+        if dry_run:
+            return
+        for earlier in look.of(Answer):
+            drop = earlier.drop
+            if isinstance(drop, Answer) and drop.offer_id == offer.drop_id and drop.resend:
+                if drop.since == wanted:
+                    result.written = earlier.entry
+                    return
+        request = self.answer_drop(desktop, offer, [], resend=True, since=wanted)
+        self.leave(request, result)
+
+    def answer_drop(
+        self, desktop: Pipeline, offer: Offer, records: list[Any], *, resend: bool = False,
+        since: dict[str, int] | None = None,
+    ) -> Answer:
+        return Answer(
+            drops.new_drop_id(), now_ms(), offer.drop_id, offer.device_replica,
+            desktop.pipeline_id, desktop.replica_id, desktop.name, desktop.owner,
+            desktop.currency, header_extra(desktop), dict(desktop.knowledge), records,
+            resend=resend, since=dict(since or {}),
+        )
+
+    def leave(self, drop: Drop, result: DropResult) -> None:
+        data = drops.seal(drop, self.secret, self.registry)
+        self.mailbox.write(drop.entry, data)
+        result.written = drop.entry
+        result.records_sent = len(drop.carried)
+        result.bytes_sent = len(data)
+
+    def leave_answer(
+        self,
+        desktop: Pipeline,
+        offer: Offer,
+        look: Look,
+        back: Delta,
+        agreement: dict[str, int] | None,
+        result: DropResult,
+    ) -> None:
+        earlier = [
+            f for f in look.of(Answer)
+            if isinstance(f.drop, Answer) and f.drop.offer_id == offer.drop_id
+        ]
+        for found in earlier:
+            drop = found.drop
+            assert isinstance(drop, Answer)
+            if (not drop.resend and drop.desktop_replica == desktop.replica_id
+                    and drop.knowledge == desktop.knowledge):
+                result.written = found.entry
+                result.waiting = "the device has not taken this answer yet"
+                return
+        if not back.records and not offer.blank and agreement == desktop.knowledge:
+            result.notices.append("the device is in step with this desktop: nothing to answer")
+            return
+        self.leave(self.answer_drop(desktop, offer, back.records), result)
+        # Superseded: earlier answers to the same offer, and loads (this answer is newer).
+        for found in earlier + look.of(Load):
+            self.mailbox.remove(found.entry)
+
+    def merge_file(
+        self,
+        desktop: Pipeline,
+        found: PipelineEntry,
+        save: Callable[[Pipeline], None],
+        policy: str,
+        dry_run: bool,
+        allow_mass_change: bool,
+        notices: list[str],
+    ) -> DropResult | None:
+        """A pipeline file copied into the mailbox by hand: ``salesmgr merge`` with it."""
+        started = time.monotonic()
+        device = found.pipeline
+        where = self.reader.where(found.entry)
+        if device.replica_id == desktop.replica_id:
+            notices.append(f"{found.entry} is this desktop file itself: skipped")
+            return None
+        if device.pipeline_id != desktop.pipeline_id:
+            notices.append(f"{found.entry} holds another pipeline ({device.name!r}): skipped")
+            return None
+        result = DropResult(
+            "desktop", "sync", peer_replica=device.replica_id, dry_run=dry_run,
+            taken=f"the pipeline file {found.entry}", bytes_received=found.size,
+        )
+        desktop_before, device_before = live_count(desktop), live_count(device)
+        versions = (desktop.replica_id, dict(desktop.knowledge))
+        theirs = (device.replica_id, dict(device.knowledge))
+        result.records_received = len(delta_since(device, desktop.knowledge, self.registry).records)
+        try:
+            merged = merge_files(desktop, device, policy=policy, registry=self.registry)
+        except MergeError as problem:
+            raise MergeError(f"{where}: {problem}") from None
+        result.report = merged.report
+        result.records_sent = len(merged.back.records)
+        reason = merged.mass_change(desktop_before, device_before)
+        if reason and dry_run:
+            result.mass_change = reason
+        elif reason and not allow_mass_change:
+            raise MassChange(f"{where}: {reason}")
+        if dry_run:
+            result.seconds = time.monotonic() - started
+            return result
+        # The desktop first: it minted the versions of the merge's own decisions.
+        if (desktop.replica_id, desktop.knowledge) != versions:
+            save(desktop)
+            result.saved = True
+        if (device.replica_id, device.knowledge) != theirs:
+            data = storage.encode(device, self.registry)
+            self.mailbox.write(found.entry, data)
+            result.written = f"the merged file back as {found.entry}"
+            result.bytes_sent = len(data)
+        else:
+            result.notices.append(f"{found.entry} was already in step: left as it is")
+        result.seconds = time.monotonic() - started
+        return result
+
+    # -- load ---------------------------------------------------------------------------------
+
+    def load(self, desktop: Pipeline) -> DropResult:
+        """Leave the whole pipeline for the device.  Refused at once when the device's offer
+        shows changes this desktop has not seen; the device checks again when it takes it."""
+        self.events.mode = "load"
+        started = time.monotonic()
+        try:
+            look = self.look({DropKind.OFFER, DropKind.REFUSAL}, {DropKind.LOAD, DropKind.ANSWER},
+                             files=False)
+            notices, told = self.refusals(look)
+            found = newest_offer(look.drops)
+            if found is not None:
+                self.check_load(desktop, found)
+            load = Load(
+                drops.new_drop_id(), now_ms(), desktop.pipeline_id, desktop.replica_id,
+                desktop.name, desktop.owner, desktop.currency, header_extra(desktop),
+                dict(desktop.knowledge), list(desktop.records.values()),
+            )
+            result = DropResult("desktop", "load", notices=notices)
+            self.leave(load, result)
+            for entry in [*told, *(f.entry for f in look.of(Load))]:
+                self.mailbox.remove(entry)
+        except SalesmgrError as error:
+            self.events("failed", error=str(error))
+            raise
+        result.notices.extend(f"{p}; left in place for inspection" for p in look.problems.values())
+        self.events("committed", records=result.records_sent)
+        result.seconds = time.monotonic() - started
+        return result
+
+    def check_load(self, desktop: Pipeline, found: Found) -> None:
+        offer = found.drop
+        assert isinstance(offer, Offer)
+        if offer.blank or not offer.records:
+            return
+        if offer.pipeline_id == desktop.pipeline_id:
+            unseen = [r for r in offer.records if not all(desktop.knows(d) for d in r.dots())]
+            whose = "this desktop has"
+        else:
+            unseen, whose = offer.records, f"no desktop of {offer.name!r} has"
+        if unseen:
+            raise SessionError(
+                f"the device holds {plural(len(unseen), 'changed record')} {whose} not seen "
+                f"(its offer {found.entry}); sync first (salesmgr sync), then load",
+                ErrorCode.REFUSED,
+            )
+
+
+# --- the device half -----------------------------------------------------------------------------
+
+
+@dataclass
+class DeviceEvent:
+    """Something the device did at one look into the mailbox."""
+
+    kind: str  # offered, committed, loaded, refused, damaged, stale, resend
+    text: str
+    code: int = 0  # non-zero: a failure, with this exit code
+    final: bool = False  # ends a round: what ``emulator serve --once`` waits for
+
+
+def opening(drop: Answer | Load, mode: Mode) -> Open:
+    """A drop's pipeline header in the shape the live session's `DeviceView` expects."""
+    return Open(
+        mode, False, drop.pipeline_id, drop.desktop_replica, drop.name, drop.owner,
+        drop.currency, dict(drop.extra), dict(drop.knowledge),
+    )
+
+
+class DeviceDrops:
+    """The device side: at each `step`, take what the desktop left and keep the offer current."""
+
+    def __init__(
+        self,
+        mailbox: Mailbox,
+        secret: str | bytes,
+        store: DeviceStore,
+        *,
+        registry: Registry | None = None,
+        settle: float = SETTLE,
+        stamp: Callable[[], object] | None = None,
+    ) -> None:
+        self.mailbox = mailbox
+        self.secret = auth.secret_bytes(secret)
+        self.store = store
+        self.registry = registry or get_registry()
+        self.reader = DropReader(mailbox, self.secret, self.registry, settle)
+        # ``stamp()`` changes whenever the stored pipeline does (e.g. the file's mtime); with
+        # it, a look at an unchanged mailbox and an unchanged store costs one listing.
+        self.stamp = stamp
+        self.complained: dict[str, str] = {}
+        self.last: tuple[object, dict[str, object]] | None = None
+
+    def step(self) -> list[DeviceEvent]:
+        entries = self.mailbox.entries()
+        if self.stamp is not None and self.last == (self.stamp(), entries):
+            return []
+        look = self.reader.look(
+            {DropKind.ANSWER, DropKind.LOAD}, {DropKind.OFFER, DropKind.REFUSAL}, entries=entries
+        )
+        events = self.complain(look)
+        pipeline = self.store.load()
+        if pipeline is not None and self.store.renamed:
+            # A copied file became a replica of its own: that identity must stick before it is
+            # offered to anyone.
+            self.store.save(pipeline)
+        offers = look.of(Offer)
+        current = newest_offer(offers)
+        refused = {f.drop.refused for f in look.of(Refusal) if isinstance(f.drop, Refusal)}
+        request: Found | None = None
+        committed = False
+        incoming = [f for f in look.drops if isinstance(f.drop, (Answer, Load))]
+        for found in sorted(incoming, key=lambda f: (f.drop.created_ms, f.drop.drop_id)):
+            drop = found.drop
+            assert isinstance(drop, (Answer, Load))
+            if drop.drop_id in refused:
+                continue  # refused already; the desktop clears both away
+            if was_applied(pipeline, drop.drop_id):
+                self.mailbox.remove(found.entry)
+                events.append(DeviceEvent("stale", f"{found.entry} was applied before: removed"))
+                continue
+            if isinstance(drop, Answer) and drop.resend:
+                if current is not None and drop.offer_id == current.drop.drop_id:
+                    request = found
+                else:  # it asks about an offer this device has since replaced
+                    self.mailbox.remove(found.entry)
+                continue
+            try:
+                pipeline = self.commit(pipeline, drop)
+            except SessionError as refusal:
+                events.append(self.refuse(found, refusal))
+                continue
+            committed = True
+            self.mailbox.remove(found.entry)
+            verb = "loaded" if isinstance(drop, Load) else "committed"
+            events.append(DeviceEvent(
+                verb,
+                f"{verb} {found.entry}: {plural(len(drop.records), 'record')} from desktop "
+                f"{drop.desktop_replica[:8]}, the device holds {live_count(pipeline)}",
+                final=True,
+            ))
+        offered = self.offer(pipeline, offers, current, request, committed)
+        if offered is not None:
+            events.append(offered)
+        if request is not None:
+            self.mailbox.remove(request.entry)
+        self.last = None
+        if not look.arriving and self.stamp is not None:
+            self.last = (self.stamp(), self.mailbox.entries())
+        return events
+
+    def complain(self, look: Look) -> list[DeviceEvent]:
+        """Each damaged or foreign drop once (it stays in place for inspection)."""
+        events = []
+        for entry, problem in look.problems.items():
+            if self.complained.get(entry) != problem:
+                self.complained[entry] = problem
+                events.append(DeviceEvent(
+                    "damaged", f"{problem}; left in place for inspection, nothing was changed",
+                    code=SyncError.exit_code, final=True,
+                ))
+        return events
+
+    def commit(self, pipeline: Pipeline | None, drop: Answer | Load) -> Pipeline:
+        """Apply an answer or a load and save, with the drop's id, in one atomic write."""
+        same = pipeline is not None and pipeline.pipeline_id == drop.pipeline_id
+        if isinstance(drop, Load):
+            self.check_load(pipeline, drop, same)
+            view = DeviceView(pipeline, opening(drop, Mode.LOAD))
+            if same and pipeline is not None:
+                view.replica = pipeline.replica_id
+            target = view.fresh()
+        elif pipeline is not None and pipeline.records and not same:
+            raise SessionError(
+                f"{drop.entry} is for pipeline {drop.name!r} ({drop.pipeline_id[:8]}) but the "
+                f"device holds {pipeline.name!r} ({pipeline.pipeline_id[:8]})",
+                ErrorCode.PIPELINE,
+            )
+        elif same and pipeline is not None:
+            target = pipeline
+        else:  # a blank device becomes this pipeline
+            target = DeviceView(pipeline, opening(drop, Mode.SYNC)).fresh()
+        if pipeline is not None and target is not pipeline:
+            target.extra[APPLIED] = pipeline.extra.get(APPLIED, "")
+        known = dict(target.peers.get(drop.desktop_replica, {}))
+        apply_delta(target, Delta(drop.pipeline_id, drop.desktop_replica, dict(drop.knowledge),
+                                  drop.records))
+        # What a desktop knows only grows: a late, older drop must not shrink the agreement.
+        for replica, counter in known.items():
+            agreed = target.peers[drop.desktop_replica]
+            agreed[replica] = max(counter, agreed.get(replica, 0))
+        target.extra[PARTNER] = drop.desktop_replica
+        remember_applied(target, drop.drop_id)
+        self.store.save(target)
+        return target
+
+    def check_load(self, pipeline: Pipeline | None, load: Load, same: bool) -> None:
+        if pipeline is None or not pipeline.records:
+            return
+        seen = load.knowledge if same else everything_peers_saw(pipeline)
+        unseen = delta_since(pipeline, seen, self.registry).records
+        if unseen:
+            whose = "the desktop has" if same else f"no desktop of {pipeline.name!r} has"
+            raise SessionError(
+                f"the device holds {plural(len(unseen), 'changed record')} {whose} not seen; "
+                "sync first (salesmgr sync), then load",
+                ErrorCode.REFUSED,
+            )
+
+    def refuse(self, found: Found, refusal: SessionError) -> DeviceEvent:
+        """Leave a REFUSAL for the desktop; the refused drop stays until the desktop clears it."""
+        note = Refusal(drops.new_drop_id(), now_ms(), found.drop.drop_id, int(refusal.code),
+                       str(refusal))
+        self.mailbox.write(note.entry, drops.seal(note, self.secret, self.registry))
+        return DeviceEvent(
+            "refused", f"refused {found.entry}: {refusal}", code=refusal.exit_code, final=True
+        )
+
+    def offer(
+        self,
+        pipeline: Pipeline | None,
+        offers: list[Found],
+        current: Found | None,
+        request: Found | None,
+        committed: bool,
+    ) -> DeviceEvent | None:
+        """Make sure the mailbox holds one offer, and that it describes the device as it is."""
+        since: dict[str, int] | None = None
+        reply_to: str | None = None
+        if request is not None:
+            assert isinstance(request.drop, Answer)
+            since, reply_to = request.drop.since, request.drop.drop_id
+        elif current is not None and not committed:
+            held = current.drop
+            assert isinstance(held, Offer)
+            if held.reply_to:  # keep offering what the desktop asked for until it answers
+                since, reply_to = held.since, held.reply_to
+        fresh = self.make_offer(pipeline, since, reply_to, current)
+        if current is not None and same_state(current.drop, fresh):
+            for older in offers:
+                if older is not current:
+                    self.mailbox.remove(older.entry)
+            return None
+        self.mailbox.write(fresh.entry, drops.seal(fresh, self.secret, self.registry))
+        for older in offers:
+            self.mailbox.remove(older.entry)
+        what = "everything it holds" if not fresh.since else "its changes since the last sync"
+        return DeviceEvent(
+            "offered", f"offered {fresh.entry}: {plural(len(fresh.records), 'record')}, {what}"
+        )
+
+    def make_offer(
+        self,
+        pipeline: Pipeline | None,
+        since: dict[str, int] | None,
+        reply_to: str | None,
+        current: Found | None,
+    ) -> Offer:
+        if pipeline is None or not pipeline.records:
+            held = current.drop if current is not None else None
+            replica = (
+                pipeline.replica_id if pipeline is not None
+                else held.device_replica if isinstance(held, Offer) and held.blank
+                else drops.new_drop_id()
+            )
+            return Offer(
+                drops.new_drop_id(), now_ms(), pipeline.pipeline_id if pipeline else None,
+                replica, None, pipeline.name if pipeline else "", 0,
+                dict(pipeline.knowledge) if pipeline else {}, None, {}, [], blank=True,
+                reply_to=reply_to,
+            )
+        partner = pipeline.extra.get(PARTNER)
+        agreement = pipeline.peers.get(partner) if partner else None
+        covered = dict(agreement or {}) if since is None else dict(since)
+        records = delta_since(pipeline, covered, self.registry).records
+        return Offer(
+            drops.new_drop_id(), now_ms(), pipeline.pipeline_id, pipeline.replica_id,
+            partner if agreement is not None else None, pipeline.name, live_count(pipeline),
+            dict(pipeline.knowledge), dict(agreement) if agreement is not None else None,
+            covered, records, reply_to=reply_to,
+        )
+
+
+def same_state(held: Drop, fresh: Offer) -> bool:
+    """True when an offer already in the mailbox describes what ``fresh`` would."""
+    if not isinstance(held, Offer):
+        return False
+    return (
+        held.pipeline_id == fresh.pipeline_id
+        and (held.device_replica == fresh.device_replica or (held.blank and fresh.blank))
+        and held.desktop_replica == fresh.desktop_replica
+        and held.name == fresh.name
+        and held.knowledge == fresh.knowledge
+        and held.agreement == fresh.agreement
+        and held.since == fresh.since
+        and held.blank == fresh.blank
+        and held.reply_to == fresh.reply_to
+        and held.live_records == fresh.live_records
+    )
