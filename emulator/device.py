@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
+from salesmgr import storage
 from salesmgr.drop_sync import DeviceDrops, DeviceEvent
 from salesmgr.errors import SalesmgrError, SyncError
 from salesmgr.registry import Link, Listener, Mailbox, Registry
@@ -72,7 +74,8 @@ class DeviceEmulator:
             session = DeviceSession(
                 link, self.secret, self.store, timeout=self.timeout, registry=self.registry
             )
-            result = session.serve()
+            with holding(self.store):
+                result = session.serve()
         except SalesmgrError as error:
             self.failures += 1
             self.complain(f"session failed: {error}")
@@ -95,7 +98,8 @@ class DeviceEmulator:
         last_failure = ""
         while not self._stop.is_set():
             try:
-                happened = device.step()
+                with holding(self.store):
+                    happened = device.step()
                 last_failure = ""
             except SalesmgrError as error:  # e.g. the device file became unreadable
                 if str(error) == last_failure:
@@ -134,3 +138,11 @@ class DeviceEmulator:
         link = self._link
         if link is not None:
             link.close()
+
+
+def holding(store: DeviceStore) -> AbstractContextManager[None]:
+    """Keep a device file locked for a whole session or round, so that a `salesmgr edit` of
+    it cannot slip in between the session's read and its save (the edit waits, or says why)."""
+    if isinstance(store, DeviceFile):
+        return storage.exclusive(store.path)
+    return nullcontext()

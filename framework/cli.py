@@ -68,12 +68,16 @@ def save_pipeline(pipeline: Pipeline, path: str | os.PathLike[str]) -> None:
 def editing_pipeline(path: str | os.PathLike[str]) -> Iterator[Pipeline]:
     """Open a pipeline for changes and save it when the block ends without an error.
 
-    Nothing is written when the block raises, or when it wrote nothing (no new version)."""
-    pipeline = open_pipeline(path)
-    before = pipeline.counter
-    yield pipeline
-    if pipeline.counter != before:
-        save_pipeline(pipeline, path)
+    Nothing is written when the block raises, or when it wrote nothing (no new version).  The
+    file is locked meanwhile, so a sync or another edit cannot interleave and lose this one."""
+    from salesmgr import storage
+
+    with storage.exclusive(path):
+        pipeline = open_pipeline(path)
+        before = pipeline.counter
+        yield pipeline
+        if pipeline.counter != before:
+            save_pipeline(pipeline, path)
 
 
 # -- the group ------------------------------------------------------------------------------

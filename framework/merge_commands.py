@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
+from contextlib import ExitStack
 from typing import Any
 
 import click
 
+from salesmgr import storage
 from salesmgr.cli import editing_pipeline, open_pipeline, save_pipeline, warn
 from salesmgr.errors import MergeError, UnknownRecordError, ValidationError
 from salesmgr.merge import merge_files
@@ -45,6 +48,16 @@ def merge_command(
     Where both sides changed the same field differently the policy decides and the losing value
     goes to the conflict log (salesmgr conflicts).  Both files are replaced atomically."""
     get_registry().policy(policy)  # an unknown policy is an error before anything is read
+    with ExitStack() as locks:
+        for path in sorted({os.path.realpath(desktop), os.path.realpath(device)}):
+            locks.enter_context(storage.exclusive(path))
+        merge_locked(desktop, device, policy, combine, dry_run, allow_mass_change, as_json)
+
+
+def merge_locked(
+    desktop: str, device: str, policy: str, combine: bool, dry_run: bool,
+    allow_mass_change: bool, as_json: bool,
+) -> None:
     desk, dev = open_pipeline(desktop), open_pipeline(device)
     desktop_before = sum(1 for _ in desk.live())
     device_before = sum(1 for _ in dev.live())

@@ -7,9 +7,14 @@ anything is written, so two copies never mint the same version (see docs/sync-mo
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from salesmgr.errors import PipelineFileError
@@ -17,6 +22,12 @@ from salesmgr.model import Pipeline
 from salesmgr.registry import Registry, get_registry
 
 MAX_FILE = (1 << 32) + 4096
+LOCK_WAIT = 10.0  # seconds an edit waits for a sync (or another edit) of the same file
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; atomic replace still keeps files whole
+    fcntl = None  # type: ignore[assignment]
 
 
 def home_of(path: str | os.PathLike[str]) -> str:
@@ -131,5 +142,73 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     except OSError:
         pass
+    finally:
+        os.close(fd)
+
+
+def lock_path_of(real_path: str) -> str:
+    """Where the lock of a pipeline file lives: the user's runtime folder, not beside it."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    folder = os.path.join(base, f"salesmgr-locks-{os.getuid() if hasattr(os, 'getuid') else 0}")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    digest = hashlib.sha256(real_path.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    return os.path.join(folder, f"{digest}.lock")
+
+
+_held: dict[str, int] = {}
+_held_guard = threading.Lock()
+
+
+@contextmanager
+def exclusive(path: str | os.PathLike[str], wait: float | None = None) -> Iterator[None]:
+    """Hold the advisory lock of a pipeline file while reading, changing and saving it.
+
+    Saves are atomic anyway; the lock is what stops two processes (an edit and the emulator's
+    sync, two syncs from cron) from both reading the old file and one losing the other's work.
+    The lock file lives outside the pipeline's folder (which a sync tool may mirror), named
+    after the file's real path; it is re-entrant within a process."""
+    key = os.path.realpath(path)
+    with _held_guard:
+        if key in _held:
+            _held[key] += 1
+            reentered = True
+        else:
+            reentered = False
+    if reentered:
+        try:
+            yield
+        finally:
+            with _held_guard:
+                _held[key] -= 1
+        return
+    if fcntl is None:
+        yield
+        return
+    try:
+        fd = os.open(lock_path_of(key), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        yield  # no place for locks at all: saves are still atomic
+        return
+    try:
+        deadline = time.monotonic() + (LOCK_WAIT if wait is None else wait)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise PipelineFileError(
+                        path, "is in use by another salesmgr process (a sync or an edit); "
+                        "try again when it has finished"
+                    ) from None
+                time.sleep(0.05)
+        with _held_guard:
+            _held[key] = 1
+        try:
+            yield
+        finally:
+            with _held_guard:
+                del _held[key]
+            fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)

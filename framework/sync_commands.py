@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from salesmgr import storage
 from salesmgr.cli import open_pipeline, save_pipeline
 from salesmgr.drop_sync import DesktopDrops
 from salesmgr.registry import Link, get_registry
@@ -165,6 +166,15 @@ def sync(
     config = find_site_config(file, config_path)
     policy = policy or config.policy or "field-merge"
     get_registry().policy(policy)  # an unknown policy fails before connecting
+    with storage.exclusive(file):  # no edit of FILE may slip in between reading and saving
+        sync_locked(file, config, url, policy, dry_run, allow_mass_change, secret, timeout,
+                    as_json)
+
+
+def sync_locked(
+    file: Path, config: SiteConfig, url: str | None, policy: str, dry_run: bool,
+    allow_mass_change: bool, secret: str | None, timeout: float | None, as_json: bool,
+) -> None:
     desktop = open_pipeline(file)
     box = drop_box(config, url, secret, timeout)
     if box is not None:

@@ -935,3 +935,36 @@ def test_json_keeps_fields_this_installation_does_not_know() -> None:
     assert shown["region"] == "EMEA" and shown["probability"] == 50
     assert "~notes" not in shown
     assert list(shown)[-2:] == ["region", "modified"]
+
+
+def test_an_edit_waits_for_a_sync_of_the_same_file_then_says_why(tmp_path, monkeypatch):
+    """Two processes never both read-modify-write one file: the second waits, then gives up
+    with one line, and the file is as the first left it."""
+    import subprocess
+    import sys
+
+    from salesmgr import storage
+
+    path = tmp_path / "busy.smp"
+    assert CliRunner().invoke(cli, ["init", str(path)]).exit_code == 0
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\nfrom salesmgr import storage\n"
+         f"with storage.exclusive({str(path)!r}):\n"
+         "    print('held', flush=True)\n    time.sleep(30)\n"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(storage, "LOCK_WAIT", 0.3)
+        before = path.read_bytes()
+        result = CliRunner().invoke(cli, ["add", str(path), "--company", "A", "--title", "B"])
+        assert result.exit_code != 0
+        assert "in use by another salesmgr process" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert path.read_bytes() == before
+    finally:
+        holder.kill()
+        holder.wait()
+    result = CliRunner().invoke(cli, ["add", str(path), "--company", "A", "--title", "B"])
+    assert result.exit_code == 0

@@ -63,6 +63,8 @@ def temp_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "tmp"
     folder.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    # File locks live in the user's runtime folder; keep them out of the folder under watch.
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     return folder
 
 
@@ -150,7 +152,7 @@ def test_interrupted_in_the_middle_of_a_load_it_stops_the_device_and_cleans_up(
     out = tmp_path / "out.txt"
     temp = tmp_path / "tmp"
     temp.mkdir()
-    env = {**os.environ, "TMPDIR": str(temp)}
+    env = {**os.environ, "TMPDIR": str(temp), "XDG_RUNTIME_DIR": str(temp.parent)}
     # 1200 baud: the morning load takes a minute, so the signal lands in the middle of it.
     with open(out, "wb") as sink:
         demo = subprocess.Popen(
@@ -177,7 +179,8 @@ def test_interrupted_in_the_middle_of_a_load_it_stops_the_device_and_cleans_up(
 
 def test_on_a_terminal_it_draws_headings_a_progress_bar_and_a_table(tmp_path: Path) -> None:
     controller, terminal = pty.openpty()
-    env = {**os.environ, "COLUMNS": "120", "TMPDIR": str(tmp_path)}
+    env = {**os.environ, "COLUMNS": "120", "TMPDIR": str(tmp_path),
+           "XDG_RUNTIME_DIR": str(tmp_path.parent)}
     demo = subprocess.Popen(
         [*SALESMGR, "demo", "--seed", "4"],
         stdout=terminal, stderr=terminal, stdin=subprocess.DEVNULL, env=env,
