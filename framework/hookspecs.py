@@ -76,7 +76,9 @@ def salesmgr_register_transports(register: Callable[[Transport], None]) -> None:
 
     Called once when the registry is built.  ``register(transport)`` adds a
     `salesmgr.registry.Transport` for one URL scheme (``tcp``, ``serial``, ``folder``...);
-    ``salesmgr sync --from URL`` picks the transport by the URL's scheme.  Returns nothing.
+    ``salesmgr sync --from URL`` picks the transport by the URL's scheme.  A live transport
+    implements ``connect``/``listen`` (a duplex `Link`); a store-and-forward one sets
+    ``store_and_forward`` and implements ``open_mailbox``.  Returns nothing.
     """
 
 
