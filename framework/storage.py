@@ -116,9 +116,9 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, *, backup: bool = Tr
                     tmp_bak.write_bytes(target.read_bytes())
                 os.replace(tmp_bak, bak)
         else:
-            os.chmod(temp, 0o666 & ~_umask())
+            os.chmod(temp, 0o666 & ~umask())
         os.replace(temp, target)
-        _fsync_dir(folder)
+        fsync_folder(folder)
     except OSError as problem:
         try:
             os.unlink(temp)
@@ -127,13 +127,15 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, *, backup: bool = Tr
         raise PipelineFileError(path, f"cannot write ({problem.strerror or problem})") from None
 
 
-def _umask() -> int:
+def umask() -> int:
+    """The process's file-creation mask (reading it means setting it; it is put back)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_folder(folder: str | os.PathLike[str]) -> None:
+    """Make a rename in ``folder`` durable (best effort: some file systems refuse)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:

@@ -148,10 +148,10 @@ class FolderMailbox:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.chmod(temp, 0o666 & ~umask())
+            os.chmod(temp, 0o666 & ~storage.umask())
             # A rename replaces a link itself, never its target.
             os.replace(temp, path)
-            fsync_folder(self.root)
+            storage.fsync_folder(self.root)
         except OSError as problem:
             try:
                 os.unlink(temp)
@@ -175,25 +175,6 @@ class FolderMailbox:
 
     def close(self) -> None:
         pass  # nothing held open between calls
-
-
-def umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def fsync_folder(folder: str) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class FolderTransport(Transport):
