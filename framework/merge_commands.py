@@ -61,14 +61,19 @@ def merge_locked(
     desk, dev = open_pipeline(desktop), open_pipeline(device)
     desktop_before = sum(1 for _ in desk.live())
     device_before = sum(1 for _ in dev.live())
+    versions_before = [versions(desk), versions(dev)]
     result = merge_files(desk, dev, policy=policy, combine=combine)
     reason = result.mass_change(desktop_before, device_before)
     if reason and not (allow_mass_change or dry_run):
         raise MergeError(reason)
     if not dry_run:
-        # The desktop first: it minted the versions of the merge's own decisions.
-        save_pipeline(desk, desktop)
-        save_pipeline(dev, device)
+        # The desktop first: it minted the versions of the merge's own decisions.  A file whose
+        # versions did not move holds nothing new (every change brings a version it lacked), so
+        # it is left as it is: merging two files already in step costs only reading them.
+        for pipeline, path, before in zip((desk, dev), (desktop, device), versions_before,
+                                          strict=True):
+            if versions(pipeline) != before:
+                save_pipeline(pipeline, path)
     report = result.report
     if as_json:
         click.echo(json.dumps({**report.as_json(), "dry_run": dry_run}, indent=2))
@@ -79,6 +84,10 @@ def merge_locked(
         click.echo(line)
     if reason and dry_run:
         warn(reason)
+
+
+def versions(pipeline: Pipeline) -> tuple[str, dict[str, int], str]:
+    return pipeline.replica_id, dict(pipeline.knowledge), pipeline.pipeline_id
 
 
 def conflict_rows(pipeline: Pipeline, include_all: bool) -> list[Record]:
