@@ -157,7 +157,7 @@ def lock_path_of(real_path: str) -> str:
     return os.path.join(folder, f"{digest}.lock")
 
 
-_held: dict[str, int] = {}
+_held: dict[tuple[str, int], int] = {}
 _held_guard = threading.Lock()
 
 
@@ -168,8 +168,9 @@ def exclusive(path: str | os.PathLike[str], wait: float | None = None) -> Iterat
     Saves are atomic anyway; the lock is what stops two processes (an edit and the emulator's
     sync, two syncs from cron) from both reading the old file and one losing the other's work.
     The lock file lives outside the pipeline's folder (which a sync tool may mirror), named
-    after the file's real path; it is re-entrant within a process."""
-    key = os.path.realpath(path)
+    after the file's real path."""
+    # Re-entrant for the thread holding it; another thread waits like another process would.
+    key = (os.path.realpath(path), threading.get_ident())
     with _held_guard:
         if key in _held:
             _held[key] += 1
@@ -187,7 +188,7 @@ def exclusive(path: str | os.PathLike[str], wait: float | None = None) -> Iterat
         yield
         return
     try:
-        fd = os.open(lock_path_of(key), os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(lock_path_of(key[0]), os.O_RDWR | os.O_CREAT, 0o600)
     except OSError:
         yield  # no place for locks at all: saves are still atomic
         return

@@ -968,3 +968,29 @@ def test_an_edit_waits_for_a_sync_of_the_same_file_then_says_why(tmp_path, monke
         holder.wait()
     result = CliRunner().invoke(cli, ["add", str(path), "--company", "A", "--title", "B"])
     assert result.exit_code == 0
+
+
+def test_two_threads_of_one_process_also_take_turns_on_a_file(tmp_path):
+    """The emulator serves in a thread: an edit from another thread waits for its session."""
+    import threading
+    import time
+
+    from salesmgr import storage
+
+    path = tmp_path / "shared.smp"
+    order: list[str] = []
+    held = threading.Event()
+
+    def session() -> None:
+        with storage.exclusive(path):
+            held.set()
+            time.sleep(0.3)
+            order.append("session done")
+
+    worker = threading.Thread(target=session)
+    worker.start()
+    held.wait(5)
+    with storage.exclusive(path), storage.exclusive(path):  # re-entrant in its own thread
+        order.append("edit")
+    worker.join()
+    assert order == ["session done", "edit"]
