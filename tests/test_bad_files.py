@@ -8,7 +8,6 @@ ids), as a hostile or buggy writer could.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import struct
@@ -397,8 +396,6 @@ CLI_CASES = {
 }
 
 
-@pytest.mark.skipif(importlib.util.find_spec("salesmgr.cli") is None,
-                    reason="the salesmgr command line is not written yet")
 @pytest.mark.parametrize("case", sorted(CLI_CASES))
 def test_salesmgr_list_reports_a_bad_file_in_one_line(case: str, tmp_path: Path) -> None:
     data, problem = CLI_CASES[case]
@@ -417,8 +414,6 @@ def test_salesmgr_list_reports_a_bad_file_in_one_line(case: str, tmp_path: Path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.smgr"]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("salesmgr.cli") is None,
-                    reason="the salesmgr command line is not written yet")
 def test_salesmgr_list_reports_a_directory_in_one_line(tmp_path: Path) -> None:
     run = subprocess.run(
         [sys.executable, "-c", "import sys; from salesmgr.cli import main; main(sys.argv[1:])",

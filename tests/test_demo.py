@@ -27,7 +27,7 @@ from salesmgr.emulator.day import office_day, road_day, starting_pipeline
 from salesmgr.merge import user_data
 from salesmgr.model import Pipeline
 from salesmgr.plugins.progress import showing_progress
-from salesmgr.registry import get_registry
+from salesmgr.registry import Registry, get_registry, make_plugin_manager, use_registry
 from salesmgr.session import DesktopSession, DeviceSession, SessionResult, memory_link_pair
 
 SALESMGR = [str(Path(sys.executable).parent / "salesmgr")]  # the installed console script
@@ -138,11 +138,16 @@ def test_baud_is_for_the_serial_cradle_only(temp_folder: Path) -> None:
 
 
 def test_a_transport_that_is_not_installed_is_a_one_line_error(temp_folder: Path) -> None:
-    if "folder" in get_registry().transports:
-        pytest.skip("the folder:// transport is installed")
-    result = salesmgr("demo", "--transport", "folder")
+    pm = make_plugin_manager(entry_points=False)
+    pm.unregister(name="salesmgr.plugins.transport_folder")  # a site without the plugin
+    previous = use_registry(Registry(pm))
+    try:
+        result = salesmgr("demo", "--transport", "folder")
+    finally:
+        use_registry(previous)
     assert result.exit_code == 5
     assert "no folder:// transport is installed" in one_error_line(result)
+    assert list(temp_folder.iterdir()) == []
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
