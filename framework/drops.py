@@ -300,8 +300,28 @@ class Offer(Drop):
         )
 
 
+class FromDesktop:
+    """What every drop the desktop leaves says about itself (an answer, a load)."""
+
+    pipeline_id: str
+    desktop_replica: str
+    records: list[Record]
+
+    @property
+    def pipeline(self) -> str | None:
+        return self.pipeline_id
+
+    @property
+    def sender(self) -> str:
+        return self.desktop_replica
+
+    @property
+    def carried(self) -> list[Record]:
+        return self.records
+
+
 @dataclass
-class Answer(Drop):
+class Answer(FromDesktop, Drop):
     """The desktop's reply to an offer: what the device lacks, or a request to offer again."""
 
     KIND = DropKind.ANSWER
@@ -318,18 +338,6 @@ class Answer(Drop):
     records: list[Record] = field(default_factory=list, repr=False)
     resend: bool = False
     since: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def pipeline(self) -> str | None:
-        return self.pipeline_id
-
-    @property
-    def sender(self) -> str:
-        return self.desktop_replica
-
-    @property
-    def carried(self) -> list[Record]:
-        return self.records
 
     def to_body(self) -> dict[str, Any]:
         return {
@@ -367,7 +375,7 @@ class Answer(Drop):
 
 
 @dataclass
-class Load(Drop):
+class Load(FromDesktop, Drop):
     """The desktop's whole pipeline, for a device that holds nothing the desktop lacks."""
 
     KIND = DropKind.LOAD
@@ -380,18 +388,6 @@ class Load(Drop):
     extra: dict[str, str]
     knowledge: dict[str, int]
     records: list[Record] = field(default_factory=list, repr=False)
-
-    @property
-    def pipeline(self) -> str | None:
-        return self.pipeline_id
-
-    @property
-    def sender(self) -> str:
-        return self.desktop_replica
-
-    @property
-    def carried(self) -> list[Record]:
-        return self.records
 
     def to_body(self) -> dict[str, Any]:
         return {
