@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from helpers import one_error_line, salesmgr
 
 from salesmgr import storage
-from salesmgr.cli import cli
 from salesmgr.emulator.day import office_day, road_day, starting_pipeline
 from salesmgr.merge import user_data
 from salesmgr.model import Pipeline
@@ -31,16 +30,6 @@ from salesmgr.registry import Registry, get_registry, make_plugin_manager, use_r
 from salesmgr.session import DesktopSession, DeviceSession, SessionResult, memory_link_pair
 
 SALESMGR = [str(Path(sys.executable).parent / "salesmgr")]  # the installed console script
-
-
-def salesmgr(*args: object) -> Result:
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
-def one_error_line(result: Result) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.output, result.output
-    return lines[0]
 
 
 def processes_mentioning(text: str) -> list[int]:

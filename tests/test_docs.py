@@ -20,7 +20,7 @@ from types import ModuleType
 
 import click
 import pytest
-from click.testing import CliRunner, Result
+from helpers import salesmgr
 
 from salesmgr import hookspecs, storage
 from salesmgr.cli import cli
@@ -35,10 +35,6 @@ PLUGINS_MD = (ROOT / "docs" / "plugins.md").read_text()
 INTEGRATORS_MD = (ROOT / "docs" / "integrators.md").read_text()
 README = (ROOT / "README.md").read_text()
 HOOKS = sorted(name for name in vars(hookspecs) if name.startswith("salesmgr_"))
-
-
-def salesmgr(*args: object, env: dict[str, str] | None = None) -> Result:
-    return CliRunner().invoke(cli, [str(a) for a in args], env=env, catch_exceptions=False)
 
 
 def marked_blocks(markdown: str, marker: str) -> dict[str, str]:

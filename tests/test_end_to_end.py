@@ -19,20 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from helpers import salesmgr
 
 from salesmgr import storage
-from salesmgr.cli import cli, editing_pipeline
+from salesmgr.cli import editing_pipeline
 from salesmgr.emulator.day import DaySummary, office_day, road_day, starting_pipeline
 from salesmgr.emulator.pytest_plugin import DeviceFactory, EmulatedDevice
 from salesmgr.model import Pipeline
 
 SEED = 11
 BAUD = 115200
-
-
-def salesmgr(*args: object, env: dict[str, str] | None = None) -> Result:
-    return CliRunner().invoke(cli, [str(a) for a in args], env=env, catch_exceptions=False)
 
 
 def sync(desk: Path, device: EmulatedDevice, *options: str) -> dict[str, Any]:

@@ -14,15 +14,11 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from helpers import content, desktop_file, one_error_line, salesmgr
 
 from salesmgr import storage
-from salesmgr.cli import cli
-from salesmgr.merge import user_data
-from salesmgr.model import Pipeline
 from salesmgr.plugins.transport_tcp import LENGTH
 from salesmgr.protocol import (
     Challenge,
@@ -33,7 +29,6 @@ from salesmgr.protocol import (
     build,
     parse,
 )
-from salesmgr.registry import get_registry
 
 SECRET = "evening-sync-secret"
 SALESMGR = shutil.which("salesmgr", path=str(Path(sys.executable).parent)) or shutil.which(
@@ -99,31 +94,6 @@ def emulators(tmp_path: Path) -> Iterator[list[Emulator]]:
     yield started
     for emulator in started:
         emulator.stop()
-
-
-def salesmgr(*args: str | Path, env: dict[str, str] | None = None) -> Result:
-    return CliRunner().invoke(cli, [str(a) for a in args], env=env, catch_exceptions=False)
-
-
-def desktop_file(folder: Path, count: int = 5, name: str = "Spring") -> Path:
-    pipeline = Pipeline.create(name, "ana")
-    rtype = get_registry().record_type("opportunity")
-    for i in range(count):
-        pipeline.add(rtype, {"company": f"Company {i}", "title": f"Deal {i}", "notes": "met"})
-    path = folder / f"{name.lower()}.pipe"
-    storage.save(pipeline, path)
-    return path
-
-
-def content(path: Path) -> dict[str, Any]:
-    return user_data(storage.load(path))
-
-
-def one_error_line(result: Result) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.output
-    return lines[0]
 
 
 # --- the working day -------------------------------------------------------------------------

@@ -23,12 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from helpers import content, desktop_file, one_error_line, salesmgr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from salesmgr import drops, storage
-from salesmgr.cli import cli
 from salesmgr.drop_sync import APPLIED, DesktopDrops, DeviceDrops, DeviceEvent, DropResult
 from salesmgr.drops import Answer, DropKind, Load, Offer
 from salesmgr.errors import SalesmgrError, SyncError
@@ -46,31 +45,6 @@ SALESMGR = shutil.which("salesmgr", path=str(Path(sys.executable).parent)) or sh
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-def salesmgr(*args: str | Path, env: dict[str, str] | None = None) -> Result:
-    return CliRunner().invoke(cli, [str(a) for a in args], env=env, catch_exceptions=False)
-
-
-def one_error_line(result: Result) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.output
-    return lines[0]
-
-
-def desktop_file(folder: Path, count: int = 5, name: str = "Spring") -> Path:
-    pipeline = Pipeline.create(name, "ana")
-    rtype = get_registry().record_type("opportunity")
-    for i in range(count):
-        pipeline.add(rtype, {"company": f"Company {i}", "title": f"Deal {i}", "notes": "met"})
-    path = folder / f"{name.lower()}.pipe"
-    storage.save(pipeline, path)
-    return path
-
-
-def content(path: Path) -> dict[str, Any]:
-    return user_data(storage.load(path))
 
 
 def live_companies(path: Path) -> list[str]:

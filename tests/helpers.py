@@ -1,0 +1,43 @@
+"""What many specifications need: run the command line in-process, read a one-line error, make
+a small desktop file, and compare pipelines by what users see."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner, Result
+
+from salesmgr import storage
+from salesmgr.cli import cli
+from salesmgr.merge import user_data
+from salesmgr.model import Pipeline
+from salesmgr.registry import get_registry
+
+
+def salesmgr(*args: object, env: dict[str, str] | None = None) -> Result:
+    """``salesmgr ARGS`` through click's runner (stdout and stderr kept apart)."""
+    return CliRunner().invoke(cli, [str(a) for a in args], env=env, catch_exceptions=False)
+
+
+def one_error_line(result: Result) -> str:
+    """The one line a failed command wrote on stderr (and no traceback anywhere)."""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def desktop_file(folder: Path, count: int = 5, name: str = "Spring") -> Path:
+    pipeline = Pipeline.create(name, "ana")
+    rtype = get_registry().record_type("opportunity")
+    for i in range(count):
+        pipeline.add(rtype, {"company": f"Company {i}", "title": f"Deal {i}", "notes": "met"})
+    path = folder / f"{name.lower()}.pipe"
+    storage.save(pipeline, path)
+    return path
+
+
+def content(path: Path) -> dict[str, Any]:
+    """A pipeline file's user data (no versions, no hidden fields)."""
+    return user_data(storage.load(path))
