@@ -23,10 +23,6 @@ Take = Literal["desktop", "device", "merged", "conflict", "both"]
 MASS_CHANGE_MINIMUM = 10  # below this many records, "more than half" is a normal day's work
 
 
-def is_hidden(name: str) -> bool:
-    return name.startswith(BASE_PREFIX) or name == DELETED
-
-
 @dataclass
 class Delta:
     """What one side sends the other: the records it lacks, and the sender's knowledge."""

@@ -15,7 +15,7 @@ import uuid
 import hypothesis.strategies as st
 import pytest
 from hypothesis import settings
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from salesmgr import storage
 from salesmgr.merge import merge_files, user_data
@@ -207,7 +207,6 @@ class Office(RuleBasedStateMachine):
                 continue
             raise AssertionError(f"{record.id} {name}: {mine!r} lost, now {now!r}")
 
-    @precondition(lambda self: True)
     @rule(order=st.permutations([(a, b) for a in REPLICAS for b in REPLICAS if a < b]))
     def full_round(self, order: list[tuple[str, str]]) -> None:
         """(6) Merging every pair, in any order, twice over, brings everyone together."""

@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +17,7 @@ import pytest
 from helpers import content, desktop_file, one_error_line, salesmgr
 
 from salesmgr import storage
+from salesmgr.emulator.process import EmulatorProcess, emulator_command
 from salesmgr.plugins.transport_tcp import LENGTH
 from salesmgr.protocol import (
     Challenge,
@@ -31,61 +30,17 @@ from salesmgr.protocol import (
 )
 
 SECRET = "evening-sync-secret"
-SALESMGR = shutil.which("salesmgr", path=str(Path(sys.executable).parent)) or shutil.which(
-    "salesmgr"
-)
-pytestmark = pytest.mark.skipif(SALESMGR is None, reason="the salesmgr script is not installed")
 
 
-class Emulator:
-    """``salesmgr emulator serve`` in a subprocess; its output goes to files (never blocks)."""
+class Emulator(EmulatorProcess):
+    """``salesmgr emulator serve`` in a subprocess (the class integrators' fixtures use)."""
 
     def __init__(self, folder: Path, device: Path, *args: str, on: str = "tcp://127.0.0.1:0",
                  secret: str = SECRET) -> None:
-        self.out_path = folder / f"emulator-{time.monotonic_ns()}.out"
-        self.err_path = self.out_path.with_suffix(".err")
-        assert SALESMGR is not None
-        command = [SALESMGR, "emulator", "serve", str(device), "--on", on, "--secret", secret]
-        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-            self.process = subprocess.Popen([*command, *args], stdout=out, stderr=err)
-        self.url = self.wait_for_url()
-
-    def wait_for_url(self) -> str:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            first = self.out_path.read_text().partition("\n")
-            if first[1]:
-                assert first[0].startswith("listening on "), first[0]
-                return first[0].removeprefix("listening on ")
-            if self.process.poll() is not None:
-                raise AssertionError(f"the emulator exited: {self.stderr}")
-            time.sleep(0.02)
-        self.process.kill()
-        raise AssertionError("the emulator did not say where it listens")
-
-    @property
-    def stdout(self) -> str:
-        return self.out_path.read_text()
-
-    @property
-    def stderr(self) -> str:
-        return self.err_path.read_text()
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
-            raise AssertionError("the emulator ignored SIGTERM") from None
+        super().__init__(emulator_command(device, on, extra=args), folder, secret=secret)
 
     def wait_for_output(self, text: str, *, stream: str = "stderr") -> None:
-        deadline = time.monotonic() + 10
-        while text not in getattr(self, stream) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert text in getattr(self, stream)
+        assert self.output_contains(text, 10, stream=stream), getattr(self, stream)
 
 
 @pytest.fixture

@@ -12,9 +12,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -30,6 +27,7 @@ from hypothesis import strategies as st
 from salesmgr import drops, storage
 from salesmgr.drop_sync import APPLIED, DesktopDrops, DeviceDrops, DeviceEvent, DropResult
 from salesmgr.drops import Answer, DropKind, Load, Offer
+from salesmgr.emulator.process import EmulatorProcess, emulator_command
 from salesmgr.errors import SalesmgrError, SyncError
 from salesmgr.merge import merge_files, user_data
 from salesmgr.model import Pipeline
@@ -39,9 +37,6 @@ from salesmgr.session import DeviceFile
 
 SECRET = "mirrored-folder-secret"
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
-SALESMGR = shutil.which("salesmgr", path=str(Path(sys.executable).parent)) or shutil.which(
-    "salesmgr"
-)
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -141,43 +136,19 @@ def loaded(site: Site) -> Site:
 # --- the story, with the emulator in a subprocess watching the folder ----------------------------
 
 
-class Emulator:
+class Emulator(EmulatorProcess):
     """``salesmgr emulator serve DEVICE --on folder://PATH`` in a subprocess."""
 
     def __init__(self, work: Path, device: Path, box: Path, *args: str,
                  secret: str = SECRET) -> None:
-        assert SALESMGR is not None
-        self.out_path = work / f"emulator-{time.monotonic_ns()}.out"
-        self.err_path = self.out_path.with_suffix(".err")
-        command = [SALESMGR, "emulator", "serve", str(device), "--on", url_of(box),
-                   "--secret", secret, *args]
-        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-            self.process = subprocess.Popen(command, stdout=out, stderr=err)
-
-    @property
-    def stdout(self) -> str:
-        return self.out_path.read_text()
-
-    @property
-    def stderr(self) -> str:
-        return self.err_path.read_text()
+        super().__init__(emulator_command(device, url_of(box), extra=args), work, secret=secret)
 
     def wait_for(self, text: str, count: int = 1, stream: str = "stdout") -> None:
         deadline = time.monotonic() + 15
         while getattr(self, stream).count(text) < count:
-            if time.monotonic() > deadline or self.process.poll() is not None:
+            if time.monotonic() > deadline or not self.running():
                 raise AssertionError(f"no {text!r} from the emulator: {self.stdout}{self.stderr}")
             time.sleep(0.02)
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
-            raise AssertionError("the emulator ignored SIGTERM") from None
 
 
 @pytest.fixture
@@ -188,7 +159,6 @@ def emulators() -> Iterator[list[Emulator]]:
         emulator.stop()
 
 
-@pytest.mark.skipif(SALESMGR is None, reason="the salesmgr script is not installed")
 def test_the_seed_story_through_a_mirrored_folder(
     tmp_path: Path, emulators: list[Emulator]
 ) -> None:
@@ -261,7 +231,6 @@ def test_the_seed_story_through_a_mirrored_folder(
     assert content(device) == merged
 
 
-@pytest.mark.skipif(SALESMGR is None, reason="the salesmgr script is not installed")
 def test_the_emulator_refuses_a_drop_sealed_with_another_secret(
     tmp_path: Path, emulators: list[Emulator]
 ) -> None:
