@@ -27,9 +27,9 @@ from typing import Any
 from uuid import UUID
 
 from salesmgr import storage
-from salesmgr.builtin_records import ACTIVITY_KINDS, STAGES
-from salesmgr.model import DELETED, Dot, Pipeline, Record
+from salesmgr.model.pipeline import DELETED, Dot, Pipeline, Record
 from salesmgr.plugins.pipeline_codec import PipelineCodecV1, cyclic_gc_paused
+from salesmgr.plugins.records import ACTIVITY_KINDS, STAGES
 
 COMPANIES = ("Acme", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay", "Stark", "Wayne",
              "Tyrell", "Cyberdyne", "Soylent", "Wonka", "Gringotts", "Müller & Söhne", "Žluťoučký")

@@ -33,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from codec import realistic_pipeline  # noqa: E402
 
 from salesmgr import storage  # noqa: E402
-from salesmgr.merge import merge_files  # noqa: E402
-from salesmgr.model import Pipeline  # noqa: E402
-from salesmgr.registry import get_registry  # noqa: E402
+from salesmgr.merge.engine import merge_files  # noqa: E402
+from salesmgr.model.pipeline import Pipeline  # noqa: E402
+from salesmgr.plugin.manager import get_registry  # noqa: E402
 
 SCRIPT = str(Path(sys.executable).parent / "salesmgr")
 

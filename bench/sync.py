@@ -31,9 +31,9 @@ from typing import Any
 
 from salesmgr import storage
 from salesmgr.emulator.device import DeviceEmulator
-from salesmgr.model import Pipeline
-from salesmgr.registry import get_registry
-from salesmgr.session import DesktopSession, DeviceFile, SessionResult
+from salesmgr.model.pipeline import Pipeline
+from salesmgr.plugin.manager import get_registry
+from salesmgr.sync.session import DesktopSession, DeviceFile, SessionResult
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from codec import realistic_pipeline  # noqa: E402  (the shared generator of realistic data)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from salesmgr.cli import cli
+from salesmgr.cli.group import cli
 
 if __name__ == "__main__":
     cli.main(args=["emulator", *sys.argv[1:]], prog_name="salesmgr")

@@ -9,13 +9,13 @@ from typing import Any
 
 import click
 
+from salesmgr.cli.site_config import resolve_secret
 from salesmgr.emulator.device import DeviceEmulator
 from salesmgr.errors import PipelineFileError
-from salesmgr.faults import Faults
-from salesmgr.hookspecs import hookimpl
-from salesmgr.registry import Listener, Mailbox, get_registry
-from salesmgr.session import DEFAULT_TIMEOUT, DeviceFile, transport_for
-from salesmgr.site_config import resolve_secret
+from salesmgr.plugin.interfaces import STREAM_FILTER, Listener, Mailbox
+from salesmgr.plugin.manager import get_registry
+from salesmgr.sync.session import DEFAULT_TIMEOUT, DeviceFile, transport_for
+from salesmgr.testing.faults import Faults
 
 
 @click.group("emulator")
@@ -79,7 +79,10 @@ def serve(
     if not device_file.parent.resolve().is_dir():
         raise PipelineFileError(device_file, "its folder does not exist")
     store.load()  # a damaged device file is reported now, not at the first sync
-    options: dict[str, Any] = {"faults": parsed_faults, "timeout": timeout}
+    options: dict[str, Any] = {
+        STREAM_FILTER: parsed_faults.stream_filter(),
+        "timeout": timeout,
+    }
     for key, value in (("baud", baud), ("tls_cert", tls_cert), ("tls_key", tls_key)):
         if value is not None:
             options[key] = value
@@ -121,6 +124,11 @@ def serve(
     ctx.exit(code)
 
 
-@hookimpl
-def salesmgr_register_commands(cli: click.Group) -> None:
-    cli.add_command(emulator)
+def _add_day() -> None:
+    # Imported here, not at the top: day.py builds on the pipeline model, serve does not need it.
+    from salesmgr.emulator.day import day_command
+
+    emulator.add_command(day_command)
+
+
+_add_day()

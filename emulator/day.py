@@ -26,12 +26,11 @@ from typing import Any
 
 import click
 
-from salesmgr.builtin_records import STAGES
-from salesmgr.cli import editing_pipeline
 from salesmgr.errors import PipelineFileError
-from salesmgr.hookspecs import hookimpl
-from salesmgr.model import Pipeline, Record
-from salesmgr.registry import Registry, get_registry
+from salesmgr.model.pipeline import Pipeline, Record
+from salesmgr.plugin.manager import Registry, get_registry
+from salesmgr.plugins.records import STAGES
+from salesmgr.storage import editing_pipeline
 
 OPPORTUNITY = "opportunity"
 ACTIVITY = "activity"
@@ -380,10 +379,3 @@ def day_command(device_file: Path, seed: int | None, visits: int, as_json: bool)
     click.echo(f"a day on the road (seed {seed}): {len(summary.actions)} changes")
     for line in summary.lines():
         click.echo(f"  {line}")
-
-
-@hookimpl
-def salesmgr_register_commands(cli: click.Group) -> None:
-    from salesmgr.emulator.commands import emulator
-
-    emulator.add_command(day_command)

@@ -25,15 +25,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from salesmgr import storage
-from salesmgr.cli import editing_pipeline, save_pipeline
+from salesmgr.cli.site_config import CONFIG_NAME
+from salesmgr.cli.views import display_cell, make_console, output_mode, plain_table
 from salesmgr.emulator.day import DaySummary, office_day, road_day, starting_pipeline
 from salesmgr.emulator.process import EmulatorProcess, emulator_command
-from salesmgr.errors import PluginError, SalesmgrError, SyncError
-from salesmgr.hookspecs import hookimpl
-from salesmgr.merge import user_data
-from salesmgr.registry import get_registry
-from salesmgr.site_config import CONFIG_NAME
-from salesmgr.views import display_cell, make_console, output_mode, plain_table
+from salesmgr.errors import ConfigError, PluginError, SyncError
+from salesmgr.merge.engine import user_data
+from salesmgr.plugin.manager import get_registry
+from salesmgr.storage import editing_pipeline, save_pipeline
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -41,12 +40,6 @@ if TYPE_CHECKING:
 DEFAULT_BAUD = 115200
 DESKTOP, DEVICE = "desk.smp", "device.smp"
 TABLE_COLUMNS = ("company", "title", "stage", "value", "next_action_date", "today")
-
-
-class DemoError(SalesmgrError):
-    """The demo cannot run as asked."""
-
-    exit_code = 2
 
 
 @click.command("demo")
@@ -86,7 +79,7 @@ def demo(
             f"--transport {transport}: no {transport}:// transport is installed (known: {known})"
         )
     if baud is not None and transport != "serial":
-        raise DemoError(f"--baud is for --transport serial (a {transport} link has no baud rate)")
+        raise ConfigError(f"--baud is for --transport serial (a {transport} link has no baud rate)")
     if seed is None:
         seed = random.SystemRandom().randrange(1, 10_000)
     started = time.monotonic()
@@ -332,14 +325,14 @@ def working_folder(keep: Path | None) -> Iterator[Path]:
             shutil.rmtree(folder, ignore_errors=True)
         return
     if keep.exists() and not keep.is_dir():
-        raise DemoError(f"--keep {keep}: is not a folder")
+        raise ConfigError(f"--keep {keep}: is not a folder")
     if keep.is_dir() and any(keep.iterdir()):
-        raise DemoError(f"--keep {keep}: is not empty; give a new or empty folder")
+        raise ConfigError(f"--keep {keep}: is not empty; give a new or empty folder")
     try:
         keep.mkdir(parents=True, exist_ok=True)
     except OSError as problem:
         reason = problem.strerror or problem
-        raise DemoError(f"--keep {keep}: cannot create it ({reason})") from None
+        raise ConfigError(f"--keep {keep}: cannot create it ({reason})") from None
     yield keep.resolve()
 
 
@@ -358,8 +351,3 @@ def stopped_by_sigterm() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-@hookimpl
-def salesmgr_register_commands(cli: click.Group) -> None:
-    cli.add_command(demo)

@@ -15,10 +15,11 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 
 from salesmgr import storage
-from salesmgr.drop_sync import DeviceDrops, DeviceEvent
 from salesmgr.errors import SalesmgrError, SyncError
-from salesmgr.registry import Link, Listener, Mailbox, Registry
-from salesmgr.session import DEFAULT_TIMEOUT, DeviceFile, DeviceSession, DeviceStore
+from salesmgr.plugin.interfaces import Link, Listener, Mailbox
+from salesmgr.plugin.manager import Registry
+from salesmgr.sync.mailbox import DeviceDrops, DeviceEvent
+from salesmgr.sync.session import DEFAULT_TIMEOUT, DeviceFile, DeviceSession, DeviceStore
 
 POLL = 0.2  # seconds between looks at the stop flag while no desktop is connected
 

@@ -4,7 +4,7 @@
 (a pipe nobody reads could fill up and block it); the first line it prints, ``listening on URL``,
 is read back with a deadline.  `stop` sends SIGTERM — the emulator finishes cleanly and its file
 stays whole — and kills it only if it does not stop in time.  Used by ``salesmgr demo`` and by the
-pytest plugin (`salesmgr.emulator.pytest_plugin`).
+pytest plugin (`salesmgr.testing.pytest_plugin`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from salesmgr.cli.site_config import SECRET_ENV
 from salesmgr.errors import SyncError
-from salesmgr.site_config import SECRET_ENV
 
 START_TIMEOUT = 20.0  # seconds for the child to start Python, import salesmgr and listen
 STOP_TIMEOUT = 10.0
@@ -52,7 +52,7 @@ def mailbox_settled(folder: Path, device_file: Path) -> bool:
     left in ``folder`` (taken it, refused it, or found it damaged) and its offer there describes
     its file as it is now: the newest offer is newer than the file and than every load or
     answer still lying there, or a refusal is."""
-    from salesmgr.drops import DropKind, parse_name
+    from salesmgr.sync.wire.drops import DropKind, parse_name
 
     newest: dict[DropKind, int] = {}
     with os.scandir(folder) as entries:

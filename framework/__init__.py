@@ -5,7 +5,7 @@ Plugins write ``from salesmgr import hookimpl``.
 
 from __future__ import annotations
 
-from salesmgr.hookspecs import hookimpl
+from salesmgr.plugin.hookspecs import hookimpl
 
 __version__ = "0.1.0"
 

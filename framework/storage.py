@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from salesmgr.errors import PipelineFileError
-from salesmgr.model import Pipeline
-from salesmgr.registry import Registry, get_registry
+from salesmgr.model.pipeline import Pipeline
+from salesmgr.plugin.manager import Registry, get_registry
 
 MAX_FILE = (1 << 32) + 4096
 LOCK_WAIT = 10.0  # seconds an edit waits for a sync (or another edit) of the same file
@@ -215,3 +215,30 @@ def exclusive(path: str | os.PathLike[str], wait: float | None = None) -> Iterat
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+# -- the three ways commands use a pipeline file ---------------------------------------------
+
+
+def open_pipeline(path: str | os.PathLike[str]) -> Pipeline:
+    """Read a pipeline file; raises PipelineFileError naming the file and the problem."""
+    return load(path)
+
+
+def save_pipeline(pipeline: Pipeline, path: str | os.PathLike[str]) -> None:
+    """Replace the file atomically (the previous version is kept as ``.bak``)."""
+    save(pipeline, path)
+
+
+@contextmanager
+def editing_pipeline(path: str | os.PathLike[str]) -> Iterator[Pipeline]:
+    """Open a pipeline for changes and save it when the block ends without an error.
+
+    Nothing is written when the block raises, or when it wrote nothing (no new version).  The
+    file is locked meanwhile, so a sync or another edit cannot interleave and lose this one."""
+    with exclusive(path):
+        pipeline = open_pipeline(path)
+        before = pipeline.counter
+        yield pipeline
+        if pipeline.counter != before:
+            save_pipeline(pipeline, path)

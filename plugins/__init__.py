@@ -1,12 +1,6 @@
-"""The plugins that ship with salesmgr: codecs, merge policies and transports.
+"""The plugins that ship with salesmgr: record types, merge rules, the codec, merge policies and
+transports.
 
-Each module here is an ordinary pluggy plugin; the core registers them before third-party plugins.
+Each module here is an ordinary pluggy plugin, named in the ``salesmgr`` entry-point group of
+salesmgr's own ``pyproject.toml`` exactly as a third party names its own.
 """
-
-BUILTIN_PLUGINS: tuple[str, ...] = (
-    "salesmgr.plugins.pipeline_codec",
-    "salesmgr.plugins.policies",
-    "salesmgr.plugins.transport_tcp",
-    "salesmgr.plugins.transport_serial",
-    "salesmgr.plugins.transport_folder",
-)

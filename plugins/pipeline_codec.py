@@ -31,9 +31,9 @@ import construct as cs
 from construct import this
 
 from salesmgr.errors import PipelineFileError, ValidationError
-from salesmgr.hookspecs import hookimpl
-from salesmgr.model import Dot, Pipeline, Record
-from salesmgr.registry import Codec
+from salesmgr.model.pipeline import Dot, Pipeline, Record
+from salesmgr.plugin.hookspecs import hookimpl
+from salesmgr.plugin.interfaces import Codec
 
 MAGIC = b"SMGRPIPE"
 MAJOR, MINOR = 1, 0

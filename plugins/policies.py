@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from salesmgr.hookspecs import hookimpl
-from salesmgr.merge import Conflict, FieldOutcome
-from salesmgr.registry import MergePolicy
+from salesmgr.merge.engine import Conflict, FieldOutcome
+from salesmgr.plugin.hookspecs import hookimpl
+from salesmgr.plugin.interfaces import MergePolicy
 
 
 def live_side(conflict: Conflict) -> str:

@@ -21,13 +21,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
-from salesmgr.hookspecs import hookimpl
+from salesmgr.plugin.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
     from rich.progress import Progress, TaskID
 
-    from salesmgr.registry import Link, Registry
+    from salesmgr.plugin.interfaces import Link
+    from salesmgr.plugin.manager import Registry
 
 RECEIVING, SENDING = "received", "sent"  # the ``direction`` of a batch event
 REFRESH_PER_SECOND = 8
@@ -184,7 +185,7 @@ def showing_progress(
     if not enabled or isatty is None or not isatty():
         yield None
         return
-    from salesmgr.registry import get_registry
+    from salesmgr.plugin.manager import get_registry
 
     pm = (registry or get_registry()).pm
     shown = SyncProgress(

@@ -46,7 +46,7 @@ from typing import Protocol
 
 from cobs import cobs
 
-from salesmgr.errors import SyncError
+from salesmgr.errors import AcceptTimeout, SyncError
 
 VERSION = 1
 WINDOW = 32  # frames in flight: at most the sack bitmap's 32 bits, and < 128 (seq modulo 256)
@@ -258,7 +258,7 @@ class LinkSettings:
 
 
 class SerialLink:
-    """One session's reliable message channel over a serial stream (a `salesmgr.registry.Link`).
+    """One session's reliable message channel over a serial stream (a `Link`).
 
     Build it with `connect_link` (desktop) or `accept_link` (device), which run the handshake.
     ``bytes_sent`` and ``bytes_received`` count everything on the line, framing and repeats
@@ -793,10 +793,6 @@ def connect_link(
     raise SyncError(f"no answer from the device within {timeout:g} s (is it in its cradle?)")
 
 
-class AcceptTimeout(SyncError, TimeoutError):
-    """No desktop came within the time given (a TimeoutError, as a socket's accept raises)."""
-
-
 def accept_link(
     stream: Stream,
     settings: LinkSettings | None = None,
@@ -842,50 +838,3 @@ def accept_link(
 
 
 # --- an in-memory line, for tests and for both ends in one process ------------------------------
-
-
-class _Pipe:
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.cond = threading.Condition()
-        self.closed = False
-
-
-class MemoryEnd:
-    """One end of a `null_modem`: reads what the other end writes, like a socket."""
-
-    def __init__(self, inbound: _Pipe, outbound: _Pipe, timeout: float = 0.05) -> None:
-        self._in = inbound
-        self._out = outbound
-        self.timeout = timeout
-
-    def read(self, size: int = 1) -> bytes:
-        with self._in.cond:
-            if not self._in.data:  # after a hang-up nothing comes: wait like a quiet line
-                self._in.cond.wait(self.timeout)
-            chunk = bytes(self._in.data[:size])
-            del self._in.data[:size]
-            return chunk
-
-    def write(self, data: bytes) -> int:
-        with self._out.cond:
-            if not self._out.closed:  # else nobody listens: the bytes are lost, as on a cable
-                self._out.data += data
-                self._out.cond.notify_all()
-            return len(data)
-
-    def close(self) -> None:
-        for pipe in (self._in, self._out):
-            with pipe.cond:
-                pipe.closed = True
-                pipe.cond.notify_all()
-
-
-def null_modem(timeout: float = 0.05) -> tuple[MemoryEnd, MemoryEnd]:
-    """Two connected in-memory byte streams, like a null-modem cable between two ports.
-
-    After either end is closed, what is written is lost and nothing more arrives, as when a
-    cable is pulled; wrap an end in `salesmgr.faults.FaultyStream` to make the cable noisy.
-    """
-    a, b = _Pipe(), _Pipe()
-    return MemoryEnd(a, b, timeout), MemoryEnd(b, a, timeout)

@@ -2,8 +2,9 @@
 
 A mirroring tool (ActiveSync then, any file-sync tool today) copies the device's files to a
 folder on the PC and back; desktop and device never talk at the same time.  This plugin only
-does the file mechanics of that folder as a `salesmgr.registry.Mailbox`; what is exchanged and
-in which order is `salesmgr.drop_sync`.
+does the file mechanics of that folder as a `salesmgr.plugin.interfaces.Mailbox`; what is exchanged
+and
+in which order is `salesmgr.sync.mailbox`.
 
 The folder is a boundary, so nothing outside it is ever read or written:
 
@@ -31,8 +32,8 @@ from typing import Any
 
 from salesmgr import storage
 from salesmgr.errors import SyncError
-from salesmgr.hookspecs import hookimpl
-from salesmgr.registry import Mail, Transport
+from salesmgr.plugin.hookspecs import hookimpl
+from salesmgr.plugin.interfaces import STREAM_FILTER, Mail, Transport
 
 PREFIX = "folder://"
 TEMPORARY_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", "~")
@@ -183,7 +184,7 @@ class FolderTransport(Transport):
     store_and_forward = True
 
     def open_mailbox(self, url: str, options: Mapping[str, Any]) -> FolderMailbox:
-        if options.get("faults"):
+        if options.get(STREAM_FILTER):
             raise SyncError(
                 "--fault damages a byte stream (tcp, serial); folder:// has none"
             )

@@ -28,8 +28,8 @@ from typing import Any
 import serial
 
 from salesmgr.errors import SyncError
-from salesmgr.faults import Faults, FaultyStream
-from salesmgr.hookspecs import hookimpl
+from salesmgr.plugin.hookspecs import hookimpl
+from salesmgr.plugin.interfaces import Transport, filtered_stream
 from salesmgr.plugins.serial_link import (
     DEAD_AFTER,
     PAYLOAD_SIZE,
@@ -41,7 +41,6 @@ from salesmgr.plugins.serial_link import (
     connect_link,
     wire_size,
 )
-from salesmgr.registry import Transport
 
 SCHEME = "serial"
 PTY_SCHEME = "serial-pty"
@@ -137,21 +136,11 @@ def _option_baud(address: SerialAddress, options: Mapping[str, Any]) -> int | No
     return None
 
 
-def _faults(options: Mapping[str, Any]) -> Faults | None:
-    faults = options.get("faults")
-    if faults is not None and not isinstance(faults, Faults):
-        raise SyncError(f"the faults option must be a salesmgr.faults.Faults, not {faults!r}")
-    return faults or None
-
-
 def _wrap(stream: Stream, options: Mapping[str, Any], pace_baud: int | None) -> Stream:
-    """The line as the link sees it: paced like a real line, then damaged as asked."""
+    """The line as the link sees it: paced like a real line, then as the caller filters it."""
     if pace_baud:
         stream = PacedStream(stream, pace_baud)
-    faults = _faults(options)
-    if faults:
-        stream = FaultyStream(stream, faults)
-    return stream
+    return filtered_stream(stream, options)
 
 
 # --- streams ------------------------------------------------------------------------------------

@@ -2,10 +2,11 @@
 
 A `StreamLink` frames whole protocol messages on a byte stream with a 4-byte big-endian length,
 refusing anything larger than the protocol allows, and bounds every read by a deadline, so a
-silent peer never hangs the desktop.  Injected faults (``options["faults"]``) wrap the raw
-stream, so they hit exactly the bytes this side writes.
+silent peer never hangs the desktop.  A ``stream-filter`` option (see
+`salesmgr.plugin.interfaces.filtered_stream`) wraps the raw stream, so injected faults hit
+exactly the bytes this side writes.
 
-Options: ``timeout`` (seconds, connect and handshake), ``faults`` (`salesmgr.faults.Faults`),
+Options: ``timeout`` (seconds, connect and handshake), ``stream-filter``,
 ``tls_cert``/``tls_key`` (listening side of ``tcps``), ``tls_ca`` (connecting side of ``tcps``:
 verify the device's certificate against it; without it the link is encrypted and the peer is
 authenticated by the pairing secret alone).
@@ -22,10 +23,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from salesmgr.errors import SyncError
-from salesmgr.faults import Faults, FaultyStream
-from salesmgr.hookspecs import hookimpl
-from salesmgr.protocol import MAX_MESSAGE
-from salesmgr.registry import Link, Transport
+from salesmgr.plugin.hookspecs import hookimpl
+from salesmgr.plugin.interfaces import Link, Transport, filtered_stream
+from salesmgr.sync.wire.protocol import MAX_MESSAGE
 
 LENGTH = struct.Struct(">I")
 DEFAULT_TIMEOUT = 30.0
@@ -149,13 +149,6 @@ def timeout_of(options: Mapping[str, Any]) -> float:
     return float(options.get("timeout") or DEFAULT_TIMEOUT)
 
 
-def wrap_faults(stream: Any, options: Mapping[str, Any]) -> Any:
-    faults = options.get("faults")
-    if isinstance(faults, Faults) and faults:
-        return FaultyStream(stream, faults)
-    return stream
-
-
 class TcpListener:
     """Waits for desktops on a bound socket; ``url`` has the port the system picked."""
 
@@ -183,7 +176,7 @@ class TcpListener:
                 conn.close()
                 raise SyncError(f"TLS handshake with {peer} failed ({problem})") from None
         stream = SocketStream(conn, timeout_of(self.options))
-        return StreamLink(wrap_faults(stream, self.options), f"the desktop at {peer}")
+        return StreamLink(filtered_stream(stream, self.options), f"the desktop at {peer}")
 
     def close(self) -> None:
         self.sock.close()
@@ -219,7 +212,7 @@ class TcpTransport(Transport):
                 sock.close()
                 raise SyncError(f"TLS handshake with {url} failed ({problem})") from None
         stream = SocketStream(sock, timeout)
-        return StreamLink(wrap_faults(stream, options), f"the device at {url}")
+        return StreamLink(filtered_stream(stream, options), f"the device at {url}")
 
     def listen(self, url: str, options: Mapping[str, Any]) -> TcpListener:
         host, port = host_port(url, listening=True)

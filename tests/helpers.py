@@ -9,10 +9,10 @@ from typing import Any
 from click.testing import CliRunner, Result
 
 from salesmgr import storage
-from salesmgr.cli import cli
-from salesmgr.merge import user_data
-from salesmgr.model import Pipeline
-from salesmgr.registry import get_registry
+from salesmgr.cli.group import cli
+from salesmgr.merge.engine import user_data
+from salesmgr.model.pipeline import Pipeline
+from salesmgr.plugin.manager import get_registry
 
 
 def salesmgr(*args: object, env: dict[str, str] | None = None) -> Result:

@@ -19,9 +19,9 @@ from collections.abc import Sequence
 
 from hypothesis import strategies as st
 
-from salesmgr.builtin_records import STAGES, activity_type, opportunity_type
-from salesmgr.model import DELETED, Dot, Pipeline, Record
-from salesmgr.registry import get_registry
+from salesmgr.model.pipeline import DELETED, Dot, Pipeline, Record
+from salesmgr.plugin.manager import get_registry
+from salesmgr.plugins.records import STAGES, activity_type, opportunity_type
 
 texts = st.text()
 short_texts = st.text(max_size=12)

@@ -27,8 +27,8 @@ from strategies import sample_pipeline, sealed
 
 from salesmgr import storage
 from salesmgr.errors import PipelineFileError
+from salesmgr.plugin.manager import get_registry
 from salesmgr.plugins import pipeline_codec as v1
-from salesmgr.registry import get_registry
 
 ENVELOPE = v1.ENVELOPE_SIZE
 GOOD = v1.PipelineCodecV1().encode(sample_pipeline())
@@ -401,7 +401,7 @@ def test_salesmgr_list_reports_a_bad_file_in_one_line(case: str, tmp_path: Path)
     data, problem = CLI_CASES[case]
     path = written(tmp_path, data)
     run = subprocess.run(
-        [sys.executable, "-c", "import sys; from salesmgr.cli import main; main(sys.argv[1:])",
+        [sys.executable, "-c", "import sys; from salesmgr.cli.group import main; main(sys.argv[1:])",  # noqa: E501
          "list", str(path)],
         capture_output=True, text=True, timeout=60, check=False,
     )
@@ -416,7 +416,7 @@ def test_salesmgr_list_reports_a_bad_file_in_one_line(case: str, tmp_path: Path)
 
 def test_salesmgr_list_reports_a_directory_in_one_line(tmp_path: Path) -> None:
     run = subprocess.run(
-        [sys.executable, "-c", "import sys; from salesmgr.cli import main; main(sys.argv[1:])",
+        [sys.executable, "-c", "import sys; from salesmgr.cli.group import main; main(sys.argv[1:])",  # noqa: E501
          "list", str(tmp_path)],
         capture_output=True, text=True, timeout=60, check=False,
     )

@@ -23,19 +23,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from salesmgr import hookimpl, record_commands, storage
-from salesmgr.cli import cli, main
-from salesmgr.errors import PipelineFileError
-from salesmgr.fields import Choice, Field
-from salesmgr.model import Pipeline
-from salesmgr.registry import Registry, get_registry, make_plugin_manager, use_registry
-from salesmgr.views import (
+from salesmgr import hookimpl, storage
+from salesmgr.cli import records as record_commands
+from salesmgr.cli.group import cli, main
+from salesmgr.cli.views import (
     LIST_COLUMNS,
     TABLE_ROW_LIMIT,
     plain_table,
     record_json,
     rich_table,
 )
+from salesmgr.errors import PipelineFileError
+from salesmgr.model.fields import Choice, Field
+from salesmgr.model.pipeline import Pipeline
+from salesmgr.plugin.manager import Registry, get_registry, make_plugin_manager, use_registry
 
 OPPORTUNITY_JSON_KEYS = [
     "id",
@@ -437,7 +438,7 @@ def test_table_output_on_a_terminal(
     shown = ok(runner, "show", pipeline_file, record_id[:8])
     assert record_id in shown and "hello" in shown and "Activities" in shown
     assert "[bold]Acme[/bold]: Deal" in shown
-    assert "salesmgr.builtin_records" in ok(runner, "plugins")
+    assert "salesmgr.plugins.records" in ok(runner, "plugins")
 
 
 # -- ids, files -----------------------------------------------------------------------------
@@ -811,7 +812,7 @@ def test_a_plugin_command_runs_and_plugins_lists_what_each_provides(
     assert ok(runner, "regions").strip() == "EMEA APAC Americas"
     infos = json.loads(ok(runner, "plugins", "--json"))
     by_name = {i["name"]: i for i in infos}
-    assert by_name["salesmgr.builtin_records"]["provides"]["record_type"][:2] == [
+    assert by_name["salesmgr.plugins.records"]["provides"]["record_type"][:2] == [
         "opportunity", "activity"]
     assert by_name["salesmgr.plugins.pipeline_codec"]["provides"]["codec"] == ["pipeline-v1"]
     [region] = [i for i in infos if "field" in i["provides"]

@@ -12,10 +12,10 @@ from strategies import opportunity_inputs, pipelines, sample_pipeline, sealed, u
 
 from salesmgr import storage
 from salesmgr.errors import ValidationError
-from salesmgr.model import DELETED, Dot, Pipeline, Record
+from salesmgr.model.pipeline import DELETED, Dot, Pipeline, Record
+from salesmgr.plugin.manager import get_registry
 from salesmgr.plugins import pipeline_codec as v1
 from salesmgr.plugins.pipeline_codec import Body, PipelineCodecV1
-from salesmgr.registry import get_registry
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "file-format.md"
 compiled, interpreted = PipelineCodecV1(), PipelineCodecV1(parser=Body)

@@ -23,11 +23,12 @@ from helpers import one_error_line, salesmgr
 
 from salesmgr import storage
 from salesmgr.emulator.day import office_day, road_day, starting_pipeline
-from salesmgr.merge import user_data
-from salesmgr.model import Pipeline
+from salesmgr.merge.engine import user_data
+from salesmgr.model.pipeline import Pipeline
+from salesmgr.plugin.manager import Registry, get_registry, make_plugin_manager, use_registry
 from salesmgr.plugins.progress import showing_progress
-from salesmgr.registry import Registry, get_registry, make_plugin_manager, use_registry
-from salesmgr.session import DesktopSession, DeviceSession, SessionResult, memory_link_pair
+from salesmgr.sync.session import DesktopSession, DeviceSession, SessionResult
+from salesmgr.testing.links import memory_link_pair
 
 SALESMGR = [str(Path(sys.executable).parent / "salesmgr")]  # the installed console script
 

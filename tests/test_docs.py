@@ -22,13 +22,14 @@ import click
 import pytest
 from helpers import salesmgr
 
-from salesmgr import hookspecs, storage
-from salesmgr.cli import cli
+from salesmgr import storage
+from salesmgr.cli.group import cli
 from salesmgr.emulator.day import starting_pipeline
 from salesmgr.emulator.device import DeviceEmulator
-from salesmgr.merge import user_data
-from salesmgr.registry import Registry, make_plugin_manager, use_registry
-from salesmgr.session import DeviceFile
+from salesmgr.merge.engine import user_data
+from salesmgr.plugin import hookspecs
+from salesmgr.plugin.manager import Registry, make_plugin_manager, use_registry
+from salesmgr.sync.session import DeviceFile
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGINS_MD = (ROOT / "docs" / "plugins.md").read_text()

@@ -1,5 +1,5 @@
 """The seed story end to end, on every transport: the emulated device runs in a subprocess
-(started by the pytest plugin salesmgr ships for integrators, `salesmgr.emulator.pytest_plugin`),
+(started by the pytest plugin salesmgr ships for integrators, `salesmgr.testing.pytest_plugin`),
 the desktop is the ``salesmgr`` command line.
 
 In the morning the desktop loads the device; during the day the salesperson works on the device
@@ -22,10 +22,10 @@ import pytest
 from helpers import salesmgr
 
 from salesmgr import storage
-from salesmgr.cli import editing_pipeline
 from salesmgr.emulator.day import DaySummary, office_day, road_day, starting_pipeline
-from salesmgr.emulator.pytest_plugin import DeviceFactory, EmulatedDevice
-from salesmgr.model import Pipeline
+from salesmgr.model.pipeline import Pipeline
+from salesmgr.storage import editing_pipeline
+from salesmgr.testing.pytest_plugin import DeviceFactory, EmulatedDevice
 
 SEED = 11
 BAUD = 115200

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from salesmgr.errors import SalesmgrError, SyncError
-from salesmgr.faults import Faults, FaultSpecError, FaultyStream
+from salesmgr.errors import ConfigError, SalesmgrError, SyncError
+from salesmgr.testing.faults import Faults, FaultyStream
 
 
 class Recorder:
@@ -87,7 +87,7 @@ def test_str_gives_back_the_specs() -> None:
     ],
 )
 def test_a_bad_spec_is_a_one_line_salesmgr_error(spec: str, message: str) -> None:
-    with pytest.raises(FaultSpecError, match=message) as caught:
+    with pytest.raises(ConfigError, match=message) as caught:
         Faults.parse([spec])
     assert isinstance(caught.value, SalesmgrError)
     assert "\n" not in str(caught.value)

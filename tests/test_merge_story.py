@@ -11,11 +11,11 @@ import pytest
 from click.testing import CliRunner
 
 from salesmgr import storage
-from salesmgr.cli import cli
+from salesmgr.cli.group import cli
 from salesmgr.errors import MergeError
-from salesmgr.merge import merge_files, user_data
-from salesmgr.model import Pipeline, Sources, use_sources
-from salesmgr.registry import Registry, get_registry, make_plugin_manager, use_registry
+from salesmgr.merge.engine import merge_files, user_data
+from salesmgr.model.pipeline import Pipeline, Sources, use_sources
+from salesmgr.plugin.manager import Registry, get_registry, make_plugin_manager, use_registry
 
 REG = get_registry()
 OPP = REG.record_type("opportunity")
@@ -283,8 +283,8 @@ def test_a_policy_plugin_installed_by_entry_point(tmp_path, monkeypatch, office)
     (site / "bigdeal_policy" / "__init__.py").write_text(textwrap.dedent('''
         from decimal import Decimal
         from salesmgr import hookimpl
-        from salesmgr.merge import FieldOutcome
-        from salesmgr.registry import MergePolicy
+        from salesmgr.merge.engine import FieldOutcome
+        from salesmgr.plugin.interfaces import MergePolicy
 
         class HigherValueWins(MergePolicy):
             name = "higher-value"

@@ -18,9 +18,15 @@ from strategies import sample_pipeline
 
 from salesmgr import hookimpl, storage
 from salesmgr.errors import PluginError, ValidationError
-from salesmgr.fields import Field, RecordType, Text
-from salesmgr.model import Pipeline
-from salesmgr.registry import DISABLE_ENV, Registry, get_registry, make_plugin_manager, use_registry
+from salesmgr.model.fields import Field, RecordType, Text
+from salesmgr.model.pipeline import Pipeline
+from salesmgr.plugin.manager import (
+    DISABLE_ENV,
+    Registry,
+    get_registry,
+    make_plugin_manager,
+    use_registry,
+)
 
 
 class RegionPlugin:
@@ -134,7 +140,7 @@ def installed(folder: Path, module: str, source: str, version: str = "1.2.3") ->
 
 TERRITORY = """
     from salesmgr import hookimpl
-    from salesmgr.fields import Field, Text
+    from salesmgr.model.fields import Field, Text
 
     @hookimpl
     def salesmgr_register_fields(register):

@@ -12,9 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from salesmgr import auth
-from salesmgr.errors import SyncError
-from salesmgr.protocol import (
+from salesmgr.errors import ErrorCode, PeerError, ProtocolError, SyncError, VersionMismatch
+from salesmgr.sync.session import Channel
+from salesmgr.sync.wire import auth
+from salesmgr.sync.wire.protocol import (
     COMPILED,
     ENVELOPE_SIZE,
     MAGIC,
@@ -26,21 +27,18 @@ from salesmgr.protocol import (
     DeltaEnd,
     Envelope,
     Error,
-    ErrorCode,
     Finish,
     Hello,
     Message,
     Mode,
     Open,
     Proof,
-    ProtocolError,
     Pull,
     State,
-    VersionMismatch,
     build,
     parse,
 )
-from salesmgr.session import Channel, PeerError, memory_link_pair
+from salesmgr.testing.links import memory_link_pair
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 KEY = bytes(range(32))
@@ -203,7 +201,7 @@ def test_another_protocol_version_is_named_but_its_error_message_is_still_read()
     with pytest.raises(VersionMismatch, match="speaks sync protocol 2") as caught:
         parse(build(Hello(bytes(32), "salesmgr 9"), 0, version=2))
     assert caught.value.peer_version == 2
-    assert caught.value.code == ErrorCode.VERSION
+    assert caught.value.wire_code == ErrorCode.VERSION
     newer_error = build(Error(ErrorCode.VERSION, "upgrade me"), 0, version=7)
     assert parse(newer_error).message == Error(ErrorCode.VERSION, "upgrade me")
 

@@ -14,7 +14,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from salesmgr.errors import SyncError
-from salesmgr.faults import Faults, FaultyStream
 from salesmgr.plugins.serial_link import (
     ACK,
     DATA,
@@ -32,9 +31,10 @@ from salesmgr.plugins.serial_link import (
     connect_link,
     decode_frame,
     encode_frame,
-    null_modem,
     wire_size,
 )
+from salesmgr.testing.faults import Faults, FaultyStream
+from salesmgr.testing.links import null_modem
 
 frames = st.builds(
     Frame,

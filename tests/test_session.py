@@ -11,21 +11,18 @@ from typing import Any, TypeAlias
 import pytest
 
 from salesmgr import hookimpl, storage
-from salesmgr.errors import MergeError, SalesmgrError, SyncError
-from salesmgr.merge import user_data
-from salesmgr.model import Pipeline
-from salesmgr.protocol import ErrorCode
-from salesmgr.registry import get_registry
-from salesmgr.session import (
+from salesmgr.errors import ErrorCode, MergeError, PeerError, SalesmgrError, SyncError
+from salesmgr.merge.engine import user_data
+from salesmgr.model.pipeline import Pipeline
+from salesmgr.plugin.manager import get_registry
+from salesmgr.sync.session import (
     DesktopSession,
     DeviceFile,
     DeviceSession,
     DeviceStore,
-    MemoryLink,
-    PeerError,
     SessionResult,
-    memory_link_pair,
 )
+from salesmgr.testing.links import MemoryLink, memory_link_pair
 
 SECRET = "correct horse battery staple"
 
@@ -208,7 +205,7 @@ def test_load_refuses_a_device_holding_changes_the_desktop_has_not_seen(
     store.edit(lambda p: add(p, "Made on the road"))
     before = store.data
     desk, dev = load(desktop, store)
-    assert isinstance(desk, PeerError) and desk.code == ErrorCode.REFUSED
+    assert isinstance(desk, PeerError) and desk.wire_code == ErrorCode.REFUSED
     assert "sync first" in str(desk) and "sync first" in str(dev)
     assert store.data == before and store.saves == 1
     ok(sync(desktop, store)[0])
@@ -411,7 +408,7 @@ def test_a_mass_deletion_stops_before_anything_is_written() -> None:
     device_before = store.data
     desk, dev = sync(desktop, store)
     assert isinstance(desk, MergeError) and "20 of the 30" in str(desk)
-    assert isinstance(dev, PeerError) and dev.code == ErrorCode.MASS_CHANGE
+    assert isinstance(dev, PeerError) and dev.wire_code == ErrorCode.MASS_CHANGE
     assert desktop.saves == 0 and store.data == device_before
     assert "a real sync would stop" in "\n".join(ok(sync(desktop, store, dry_run=True)[0]).lines())
     ok(sync(desktop, store, allow_mass_change=True)[0])
@@ -462,7 +459,7 @@ def test_a_device_holding_another_pipeline_is_refused(loaded: tuple[Desktop, Mem
     stranger = Desktop(new_pipeline(3))
     before = store.data
     desk, dev = sync(stranger, store)
-    assert isinstance(desk, PeerError) and desk.code == ErrorCode.PIPELINE
+    assert isinstance(desk, PeerError) and desk.wire_code == ErrorCode.PIPELINE
     assert "another pipeline" in str(desk) and "another pipeline" in str(dev)
     assert stranger.saves == 0 and store.data == before
 

@@ -20,11 +20,12 @@ from hypothesis import strategies as st
 from salesmgr import storage
 from salesmgr.emulator.device import DeviceEmulator
 from salesmgr.errors import SalesmgrError, SyncError
-from salesmgr.faults import Faults
-from salesmgr.merge import user_data
-from salesmgr.model import Pipeline
-from salesmgr.registry import get_registry
-from salesmgr.session import DesktopSession, DeviceFile, SessionResult
+from salesmgr.merge.engine import user_data
+from salesmgr.model.pipeline import Pipeline
+from salesmgr.plugin.interfaces import STREAM_FILTER
+from salesmgr.plugin.manager import get_registry
+from salesmgr.sync.session import DesktopSession, DeviceFile, SessionResult
+from salesmgr.testing.faults import Faults
 
 SECRET = "fault-tolerant"
 LOOPBACK = "tcp://127.0.0.1:0"
@@ -50,7 +51,7 @@ class Evening:
 
 def serve_once(device: Path, faults: Faults, timeout: float) -> tuple[str, threading.Thread]:
     listener = get_registry().transport("tcp").listen(
-        LOOPBACK, {"faults": faults, "timeout": timeout}
+        LOOPBACK, {STREAM_FILTER: faults.stream_filter(), "timeout": timeout}
     )
     emulator = DeviceEmulator(
         DeviceFile(device), SECRET, timeout=timeout, log=lambda _: None, complain=lambda _: None
@@ -77,7 +78,7 @@ def sync(
     url, thread = serve_once(evening.device, device_faults, timeout)
     try:
         link = get_registry().transport("tcp").connect(
-            url, {"faults": desktop_faults, "timeout": timeout}
+            url, {STREAM_FILTER: desktop_faults.stream_filter(), "timeout": timeout}
         )
         try:
             return DesktopSession(link, SECRET, timeout=timeout).sync(

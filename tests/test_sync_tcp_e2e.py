@@ -18,16 +18,9 @@ from helpers import content, desktop_file, one_error_line, salesmgr
 
 from salesmgr import storage
 from salesmgr.emulator.process import EmulatorProcess, emulator_command
+from salesmgr.errors import ErrorCode
 from salesmgr.plugins.transport_tcp import LENGTH
-from salesmgr.protocol import (
-    Challenge,
-    Error,
-    ErrorCode,
-    Hello,
-    MessageType,
-    build,
-    parse,
-)
+from salesmgr.sync.wire.protocol import Challenge, Error, Hello, MessageType, build, parse
 
 SECRET = "evening-sync-secret"
 

@@ -24,16 +24,18 @@ from helpers import content, desktop_file, one_error_line, salesmgr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from salesmgr import drops, storage
-from salesmgr.drop_sync import APPLIED, DesktopDrops, DeviceDrops, DeviceEvent, DropResult
-from salesmgr.drops import Answer, DropKind, Load, Offer
+from salesmgr import storage
 from salesmgr.emulator.process import EmulatorProcess, emulator_command
 from salesmgr.errors import SalesmgrError, SyncError
-from salesmgr.merge import merge_files, user_data
-from salesmgr.model import Pipeline
+from salesmgr.merge.engine import merge_files, user_data
+from salesmgr.model.pipeline import Pipeline
+from salesmgr.plugin.interfaces import Mail
+from salesmgr.plugin.manager import get_registry
 from salesmgr.plugins.transport_folder import FolderMailbox, folder_of
-from salesmgr.registry import Mail, get_registry
-from salesmgr.session import DeviceFile
+from salesmgr.sync.mailbox import APPLIED, DesktopDrops, DeviceDrops, DeviceEvent, DropResult
+from salesmgr.sync.session import DeviceFile
+from salesmgr.sync.wire import drops
+from salesmgr.sync.wire.drops import Answer, DropKind, Load, Offer
 
 SECRET = "mirrored-folder-secret"
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"

@@ -15,7 +15,8 @@ import pytest
 import serial
 
 from salesmgr.errors import SyncError
-from salesmgr.faults import Faults
+from salesmgr.plugin.interfaces import STREAM_FILTER
+from salesmgr.plugin.manager import Registry, make_plugin_manager
 from salesmgr.plugins.serial_link import SerialLink, accept_link
 from salesmgr.plugins.transport_serial import (
     PacedStream,
@@ -26,7 +27,7 @@ from salesmgr.plugins.transport_serial import (
     SerialTransport,
     parse_url,
 )
-from salesmgr.registry import Registry, make_plugin_manager
+from salesmgr.testing.faults import Faults
 
 transport = SerialTransport()
 QUICK = {"timeout": 2}  # dead-line time for tests that expect the line to work
@@ -128,8 +129,6 @@ def test_the_desktop_cannot_connect_to_serial_pty_itself() -> None:
 def test_bad_options_are_refused() -> None:
     with pytest.raises(SyncError, match="baud option: baud must be a positive whole number"):
         transport.listen("serial-pty", {"baud": "quick"})
-    with pytest.raises(SyncError, match="faults option must be a salesmgr.faults.Faults"):
-        transport.listen("serial-pty", {"faults": "noise=0.1"}).accept(timeout=0.1)
 
 
 def test_a_loop_with_no_device_on_it_gives_up_with_a_clear_error() -> None:
@@ -165,10 +164,11 @@ def test_one_pty_serves_session_after_session(closing: list[Any]) -> None:
 
 def test_line_noise_on_the_pty_is_invisible_to_the_session(closing: list[Any]) -> None:
     faults = Faults(noise=0.01, drop=0.01, seed=8)
-    listener = transport.listen("serial-pty", {"faults": faults, "timeout": 5})
+    line = {STREAM_FILTER: faults.stream_filter(), "timeout": 5}
+    listener = transport.listen("serial-pty", line)
     closing.append(listener)
     serve(listener, closing)
-    desktop = transport.connect(listener.url, {"timeout": 5, "faults": faults})
+    desktop = transport.connect(listener.url, line)
     closing.append(desktop)
     round_trips(desktop, [os.urandom(2_000) for _ in range(3)])
 
@@ -185,7 +185,8 @@ def test_a_paced_device_still_delivers_everything(closing: list[Any]) -> None:
 def test_a_device_that_goes_silent_ends_the_desktop_session_in_bounded_time(
     closing: list[Any],
 ) -> None:
-    listener = transport.listen("serial-pty", {"faults": Faults(stall_after=300)})
+    stall = Faults(stall_after=300).stream_filter()
+    listener = transport.listen("serial-pty", {STREAM_FILTER: stall})
     closing.append(listener)
     serve(listener, closing)
     desktop = transport.connect(listener.url, {"timeout": 1})
@@ -197,7 +198,8 @@ def test_a_device_that_goes_silent_ends_the_desktop_session_in_bounded_time(
 
 
 def test_a_cable_pulled_on_the_device_side_fails_both_ends(closing: list[Any]) -> None:
-    listener = transport.listen("serial-pty", {"faults": Faults(disconnect_after=400)})
+    cut = Faults(disconnect_after=400).stream_filter()
+    listener = transport.listen("serial-pty", {STREAM_FILTER: cut})
     closing.append(listener)
     failures: list[SyncError] = []
 

@@ -30,7 +30,7 @@ from salesmgr.errors import SalesmgrError
 
 if TYPE_CHECKING:
     from salesmgr.emulator.process import EmulatorProcess
-    from salesmgr.model import Pipeline
+    from salesmgr.model.pipeline import Pipeline
 
 # Where each transport's emulator listens; "{folder}" is a new folder of the test's.
 LISTEN_ON = {
@@ -141,7 +141,7 @@ class DeviceFactory:
         args: Iterable[str] = (),
     ) -> EmulatedDevice:
         from salesmgr.emulator.process import EmulatorProcess, emulator_command
-        from salesmgr.registry import get_registry
+        from salesmgr.plugin.manager import get_registry
 
         if transport not in LISTEN_ON:
             raise ValueError(f"unknown transport {transport!r} (known: {', '.join(LISTEN_ON)})")
@@ -183,7 +183,7 @@ def emulated_device(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Device
 @pytest.fixture(params=TRANSPORTS)
 def salesmgr_transport(request: pytest.FixtureRequest) -> str:
     """Each transport in turn (``tcp``, ``serial``, ``folder``); skipped if not installed."""
-    from salesmgr.registry import get_registry
+    from salesmgr.plugin.manager import get_registry
 
     name: str = request.param
     if name not in get_registry().transports:

@@ -11,12 +11,14 @@ from typing import Any
 import click
 
 from salesmgr import storage
-from salesmgr.cli import editing_pipeline, open_pipeline, save_pipeline, warn
+from salesmgr.cli.group import warn
+from salesmgr.cli.views import make_console, output_mode, plain_table, rich_table
 from salesmgr.errors import MergeError, UnknownRecordError, ValidationError
-from salesmgr.merge import merge_files
-from salesmgr.model import DELETED, Pipeline, Record
-from salesmgr.registry import get_registry
-from salesmgr.views import make_console, output_mode, plain_table, rich_table
+from salesmgr.merge.engine import merge_files
+from salesmgr.model.pipeline import DELETED, Pipeline, Record
+from salesmgr.plugin.hookspecs import hookimpl
+from salesmgr.plugin.manager import get_registry
+from salesmgr.storage import editing_pipeline, open_pipeline, save_pipeline
 
 
 def policy_option(default: str = "field-merge") -> Callable[[Any], Any]:
@@ -193,3 +195,9 @@ def apply_deletion_choice(pipeline: Pipeline, target: Record, chosen: str | None
 
 
 commands = [merge_command, conflicts_command, resolve_command]
+
+
+@hookimpl(tryfirst=True)
+def salesmgr_register_commands(cli: click.Group) -> None:
+    for command in commands:
+        cli.add_command(command)

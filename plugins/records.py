@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from salesmgr.fields import (
+from salesmgr.model.fields import (
     Choice,
     Currency,
     Date,
@@ -18,7 +18,7 @@ from salesmgr.fields import (
     Text,
     Timestamp,
 )
-from salesmgr.hookspecs import hookimpl
+from salesmgr.plugin.hookspecs import hookimpl
 
 STAGES = ("Lead", "Qualified", "Proposal", "Negotiation", "Won", "Lost")
 ACTIVITY_KINDS = ("call", "meeting", "email", "note")

@@ -23,18 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from salesmgr.errors import SalesmgrError
+from salesmgr.errors import ConfigError
 
 CONFIG_NAME = "salesmgr.toml"
 SECRET_ENV = "SALESMGR_SECRET"
 SYNC_KEYS = {"url", "policy", "timeout", "secret-env", "options"}
 PATH_OPTIONS = {"tls-ca", "tls-cert", "tls-key"}  # resolved relative to the config file
-
-
-class ConfigError(SalesmgrError):
-    """The site config file is missing, unreadable or holds a bad setting."""
-
-    exit_code = 2
 
 
 @dataclass

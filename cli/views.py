@@ -14,15 +14,15 @@ from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
-from salesmgr.fields import FieldKind
-from salesmgr.model import BASE_PREFIX, Dot
+from salesmgr.model.fields import FieldKind
+from salesmgr.model.pipeline import BASE_PREFIX, Dot
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-    from salesmgr.fields import RecordType
-    from salesmgr.model import Record
+    from salesmgr.model.fields import RecordType
+    from salesmgr.model.pipeline import Record
 
 OutputMode = Literal["json", "table", "plain"]
 

@@ -14,11 +14,11 @@ from collections.abc import Callable, Mapping
 
 from merge3 import Merge3
 
-from salesmgr.fields import Choice, Field, RecordId, RecordType, Text
-from salesmgr.hookspecs import hookimpl
-from salesmgr.merge import Conflict, FieldMerge, FieldOutcome, MergeSession
-from salesmgr.model import Pipeline, Record
-from salesmgr.registry import MergePolicy
+from salesmgr.merge.engine import Conflict, FieldMerge, FieldOutcome, MergeSession
+from salesmgr.model.fields import Choice, Field, RecordId, RecordType, Text
+from salesmgr.model.pipeline import Pipeline, Record
+from salesmgr.plugin.hookspecs import hookimpl
+from salesmgr.plugin.interfaces import MergePolicy
 
 CONFLICT_STATUS = ("open", "decided", "resolved")
 CONFLICT_WINNERS = ("desktop", "device", "merged", "both")

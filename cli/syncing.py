@@ -1,6 +1,6 @@
 """The desktop side on the command line: ``salesmgr load`` in the morning, ``salesmgr sync`` at
 night.  Both reach the device through the transport its URL names (``--to``/``--from``, or the
-site's ``salesmgr.toml``) and speak the protocol of `salesmgr.session`."""
+site's ``salesmgr.toml``) and speak the protocol of `salesmgr.sync.session`."""
 
 from __future__ import annotations
 
@@ -13,14 +13,17 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from salesmgr import storage
-from salesmgr.cli import open_pipeline, save_pipeline
-from salesmgr.drop_sync import DesktopDrops
-from salesmgr.registry import Link, get_registry
-from salesmgr.session import DEFAULT_TIMEOUT, DesktopSession, SessionResult, transport_for
-from salesmgr.site_config import ConfigError, SiteConfig, find_site_config, resolve_secret
+from salesmgr.cli.site_config import SiteConfig, find_site_config, resolve_secret
+from salesmgr.errors import ConfigError
+from salesmgr.plugin.hookspecs import hookimpl
+from salesmgr.plugin.interfaces import Link
+from salesmgr.plugin.manager import get_registry
+from salesmgr.storage import open_pipeline, save_pipeline
+from salesmgr.sync.mailbox import DesktopDrops
+from salesmgr.sync.session import DEFAULT_TIMEOUT, DesktopSession, SessionResult, transport_for
 
 if TYPE_CHECKING:
-    from salesmgr.model import Pipeline
+    from salesmgr.model.pipeline import Pipeline
 
 PIPELINE = click.Path(dir_okay=False, path_type=Path)
 
@@ -206,3 +209,9 @@ def sync_locked(
 
 
 commands = [load, sync]
+
+
+@hookimpl(tryfirst=True)
+def salesmgr_register_commands(cli: click.Group) -> None:
+    for command in commands:
+        cli.add_command(command)

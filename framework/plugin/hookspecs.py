@@ -26,10 +26,10 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
-    from salesmgr.fields import Field, RecordType
-    from salesmgr.merge import Conflict, FieldMerge, FieldOutcome, MergeReport, MergeSession
-    from salesmgr.model import Pipeline, Record
-    from salesmgr.registry import Codec, MergePolicy, Transport
+    from salesmgr.merge.engine import Conflict, FieldMerge, FieldOutcome, MergeReport, MergeSession
+    from salesmgr.model.fields import Field, RecordType
+    from salesmgr.model.pipeline import Pipeline, Record
+    from salesmgr.plugin.interfaces import Codec, MergePolicy, Transport
 
 PROJECT = "salesmgr"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -44,8 +44,9 @@ def salesmgr_register_record_types(register: Callable[[RecordType], None]) -> No
     """Declare record types.
 
     Called once when the registry is built, before any file is read.  ``register(record_type)``
-    adds a `salesmgr.fields.RecordType`; a name registered twice is an error.  Returns nothing.
-    The built-in ``opportunity`` and ``activity`` types come from `salesmgr.builtin_records`.
+    adds a `salesmgr.model.fields.RecordType`; a name registered twice is an error.
+    Returns nothing.
+    The built-in ``opportunity`` and ``activity`` types come from `salesmgr.plugins.records`.
     """
 
 
@@ -54,7 +55,8 @@ def salesmgr_register_fields(register: Callable[[str, Field], None]) -> None:
     """Add fields to record types declared by someone else.
 
     Called once after every record type is registered.  ``register(type_name, field)`` appends a
-    `salesmgr.fields.Field` to that type (an unknown type or a duplicate field name is an error).
+    `salesmgr.model.fields.Field` to that type (an unknown type or a duplicate field name is an
+    error).
     Files written with the field keep it on machines without the plugin.  Returns nothing.
     """
 
@@ -63,7 +65,8 @@ def salesmgr_register_fields(register: Callable[[str, Field], None]) -> None:
 def salesmgr_register_codecs(register: Callable[[Codec], None]) -> None:
     """Declare file codecs.
 
-    Called once when the registry is built.  ``register(codec)`` adds a `salesmgr.registry.Codec`
+    Called once when the registry is built.  ``register(codec)`` adds a
+    `salesmgr.plugin.interfaces.Codec`
     identified by format name and major version; reading picks the codec whose ``sniff`` accepts
     the file's first bytes, saving uses the newest version of the ``pipeline`` format.
     Returns nothing.
@@ -75,7 +78,7 @@ def salesmgr_register_transports(register: Callable[[Transport], None]) -> None:
     """Declare transports.
 
     Called once when the registry is built.  ``register(transport)`` adds a
-    `salesmgr.registry.Transport` for one URL scheme (``tcp``, ``serial``, ``folder``...);
+    `salesmgr.plugin.interfaces.Transport` for one URL scheme (``tcp``, ``serial``, ``folder``...);
     ``salesmgr sync --from URL`` picks the transport by the URL's scheme.  A live transport
     implements ``connect``/``listen`` (a duplex `Link`); a store-and-forward one sets
     ``store_and_forward`` and implements ``open_mailbox``.  Returns nothing.
@@ -87,7 +90,8 @@ def salesmgr_register_policies(register: Callable[[MergePolicy], None]) -> None:
     """Declare merge policies.
 
     Called once when the registry is built.  ``register(policy)`` adds a
-    `salesmgr.registry.MergePolicy` under its ``name`` (``--policy NAME``).  Returns nothing.
+    `salesmgr.plugin.interfaces.MergePolicy` under its ``name`` (``--policy NAME``).
+    Returns nothing.
     """
 
 

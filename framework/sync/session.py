@@ -1,7 +1,8 @@
 """Sync sessions: the desktop side and the device side of the protocol, over any `Link`.
 
 The code here knows messages, never transports: a TCP socket, a serial cradle or a shared folder
-all hand it a `salesmgr.registry.Link`.  The order of the steps is what makes a cable pulled at
+all hand it a `salesmgr.plugin.interfaces.Link`.  The order of the steps is what makes a cable
+pulled at
 any byte harmless (docs/protocol.md has the diagrams):
 
 1. HELLO / CHALLENGE / PROOF: both ends prove they know the pairing secret; from then on every
@@ -18,7 +19,6 @@ any byte harmless (docs/protocol.md has the diagrams):
 from __future__ import annotations
 
 import copy
-import queue
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,9 +26,18 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 from urllib.parse import urlsplit
 
-from salesmgr import __version__, auth, storage
-from salesmgr.errors import MergeError, PipelineFileError, SalesmgrError, SyncError
-from salesmgr.merge import (
+from salesmgr import __version__, storage
+from salesmgr.errors import (
+    ErrorCode,
+    MassChange,
+    PeerError,
+    PipelineFileError,
+    ProtocolError,
+    SalesmgrError,
+    SessionError,
+    SyncError,
+)
+from salesmgr.merge.engine import (
     Delta,
     MergeReport,
     apply_delta,
@@ -36,27 +45,27 @@ from salesmgr.merge import (
     merge_delta,
     restored_replicas,
 )
-from salesmgr.model import Pipeline, Record, new_id
-from salesmgr.protocol import (
+from salesmgr.model.pipeline import Pipeline, Record, new_id
+from salesmgr.plugin.interfaces import Link, Transport
+from salesmgr.plugin.manager import Registry, get_registry
+from salesmgr.sync.wire import auth
+from salesmgr.sync.wire.protocol import (
     Ack,
     Batch,
     Challenge,
     DeltaEnd,
     Error,
-    ErrorCode,
     Finish,
     Hello,
     Message,
     Mode,
     Open,
     Proof,
-    ProtocolError,
     Pull,
     State,
     build,
     parse,
 )
-from salesmgr.registry import Link, Registry, Transport, get_registry
 
 DEFAULT_TIMEOUT = 30.0
 # Why a sync is slow (the device sends everything it holds):
@@ -67,37 +76,6 @@ FIRST_MEETING = "first sync between this desktop and this device"
 BATCH_BYTES = 256 * 1024  # records per BATCH are cut by estimated size, not count
 SOFTWARE = f"salesmgr {__version__}"
 M = TypeVar("M", bound=Message)
-
-
-class PeerError(SyncError):
-    """The other end stopped the session and said why (an ERROR message)."""
-
-    def __init__(self, peer: str, code: int, text: str) -> None:
-        super().__init__(f"the {peer} stopped the session: {text}")
-        self.code = code
-        self.text = text
-
-
-class SessionError(SyncError):
-    """This end stops the session on purpose; ``peer_text`` is what the other end is told."""
-
-    def __init__(self, message: str, code: ErrorCode, peer_text: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.peer_text = peer_text or message
-
-
-class MassChange(MergeError):
-    code = ErrorCode.MASS_CHANGE
-
-
-def error_code(error: SalesmgrError) -> int:
-    code = getattr(error, "code", None)
-    if code is not None:
-        return int(code)
-    if isinstance(error, PipelineFileError):
-        return ErrorCode.DEVICE_FILE
-    return ErrorCode.ABORTED
 
 
 # --- transports by URL ------------------------------------------------------------------------
@@ -191,7 +169,7 @@ class Channel:
             return
         text = getattr(error, "peer_text", None) or str(error)
         try:
-            self.send(Error(error_code(error), text))
+            self.send(Error(int(error.wire_code), text))
         except SyncError:
             pass  # the link is gone: the peer will notice that on its own
 
@@ -782,48 +760,3 @@ class DeviceSession(_Session):
         self.result.device_records = live_count(target)
         self.channel.send(Ack(True, self.result.device_records, dict(target.knowledge)))
         self.events("committed", records=self.result.records_received)
-
-
-# --- an in-memory link pair, for tests and for plugin authors' tests ---------------------------
-
-
-class MemoryLink:
-    """One end of an in-process Link pair (see `memory_link_pair`)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.inbox: queue.Queue[bytes | None] = queue.Queue()
-        self.peer: MemoryLink | None = None
-        self.bytes_sent = 0
-        self.bytes_received = 0
-        self.closed = False
-
-    def send(self, message: bytes) -> None:
-        if self.closed or self.peer is None or self.peer.closed:
-            raise SyncError(f"{self.name}: the link is closed")
-        self.bytes_sent += len(message)
-        self.peer.inbox.put(bytes(message))
-
-    def receive(self, timeout: float) -> bytes:
-        try:
-            message = self.inbox.get(timeout=timeout)
-        except queue.Empty:
-            raise SyncError(f"{self.name}: no message within {timeout:.3g} s") from None
-        if message is None:
-            self.inbox.put(None)  # stays closed for later reads
-            raise SyncError(f"{self.name}: the other end closed the link")
-        self.bytes_received += len(message)
-        return message
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            if self.peer is not None:
-                self.peer.inbox.put(None)
-
-
-def memory_link_pair() -> tuple[MemoryLink, MemoryLink]:
-    """Two connected in-memory Links: (desktop end, device end)."""
-    a, b = MemoryLink("desktop link"), MemoryLink("device link")
-    a.peer, b.peer = b, a
-    return a, b

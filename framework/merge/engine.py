@@ -1,7 +1,7 @@
 """The merge engine: brings a desktop and a device copy of one pipeline to the same content.
 
 The engine only sequences the steps; every decision is a hook (see hookspecs.py, section 2), and
-the built-in rules are the plugin `salesmgr.merge_rules`.  The same code serves a file merge
+the built-in rules are the plugin `salesmgr.plugins.merge_rules`.  The same code serves a file merge
 (`merge_files`) and a sync session (`delta_since` on the device, `merge_delta` on the desktop,
 `apply_delta` back on the device).  docs/sync-model.md explains the rules and why they converge.
 """
@@ -14,9 +14,10 @@ from dataclasses import field as default
 from typing import Any, Literal
 
 from salesmgr.errors import MergeError
-from salesmgr.fields import RecordType
-from salesmgr.model import BASE_PREFIX, DELETED, Dot, Pipeline, Record, new_id, user_values
-from salesmgr.registry import MergePolicy, Registry, get_registry
+from salesmgr.model.fields import RecordType
+from salesmgr.model.pipeline import BASE_PREFIX, DELETED, Dot, Pipeline, Record, new_id, user_values
+from salesmgr.plugin.interfaces import MergePolicy
+from salesmgr.plugin.manager import Registry, get_registry
 
 Side = Literal["desktop", "device"]
 Take = Literal["desktop", "device", "merged", "conflict", "both"]

@@ -3,7 +3,7 @@
 When the desktop and the device are never connected at the same time, each leaves a *drop* for
 the other in a shared mailbox: the device an OFFER (its changes), the desktop an ANSWER (what
 the device lacks) or a LOAD (the whole pipeline), the device a REFUSAL when it cannot take one.
-`salesmgr.drop_sync` runs the two halves of such a sync; this module only says what a drop is.
+`salesmgr.sync.mailbox` runs the two halves of such a sync; this module only says what a drop is.
 
 A drop is an envelope, a body and a tag.  The tag is HMAC-SHA256 over envelope and body under a
 key derived from the pairing secret and the drop's own random nonce, so the secret never lies in
@@ -33,10 +33,10 @@ import construct as cs
 from construct import this
 
 from salesmgr import storage
-from salesmgr.errors import PipelineFileError, SyncError
-from salesmgr.model import Pipeline, Record
-from salesmgr.protocol import (
-    ErrorCode,
+from salesmgr.errors import DamagedDrop, DropError, ForeignDrop, IncompleteDrop, PipelineFileError
+from salesmgr.model.pipeline import Pipeline, Record
+from salesmgr.plugin.manager import Registry
+from salesmgr.sync.wire.protocol import (
     Knowledge,
     Text,
     Uuid,
@@ -45,7 +45,6 @@ from salesmgr.protocol import (
     uuid_from_bytes,
     uuid_to_bytes,
 )
-from salesmgr.registry import Registry
 
 MAGIC = b"SMGRDROP"
 VERSION = 1
@@ -137,26 +136,6 @@ class DropKind(IntEnum):
     ANSWER = 2  # desktop -> device
     LOAD = 3  # desktop -> device
     REFUSAL = 4  # device -> desktop
-
-
-class DropError(SyncError):
-    """A drop cannot be taken; ``str()`` names it and says why."""
-
-    code = ErrorCode.PROTOCOL
-
-
-class IncompleteDrop(DropError):
-    """Shorter than its envelope says: cut, or still being copied into the mailbox."""
-
-
-class DamagedDrop(DropError):
-    """Not a drop, or its bytes do not match their checksum, or its body is malformed."""
-
-
-class ForeignDrop(DropError):
-    """Whole and undamaged but not sealed with our secret: another pairing, or altered."""
-
-    code = ErrorCode.AUTH
 
 
 # --- drops as dataclasses (converted at the edge) ----------------------------------------------

@@ -14,7 +14,7 @@ import secrets
 from hashlib import sha256
 
 from salesmgr.errors import SyncError
-from salesmgr.protocol import NONCE_SIZE
+from salesmgr.sync.wire.protocol import NONCE_SIZE
 
 DEVICE_LABEL = b"salesmgr device proof\x00"
 DESKTOP_LABEL = b"salesmgr desktop proof\x00"

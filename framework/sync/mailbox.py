@@ -2,7 +2,7 @@
 
 When the desktop and the device are never connected at the same time (``folder://``: a
 mirroring tool copies the device's files to a folder on the PC and back), the live session of
-`salesmgr.session` becomes three drops (`salesmgr.drops`) and three commit points:
+`salesmgr.sync.session` becomes three drops (`salesmgr.sync.wire.drops`) and three commit points:
 
 1. The device keeps one OFFER in the mailbox, always current: its changes since what it last
    learned the desktop knows (everything when it never met one), with its knowledge.
@@ -28,10 +28,19 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from salesmgr import auth, drops, storage
-from salesmgr.drops import Answer, Drop, DropError, DropKind, ForeignDrop, Load, Offer, Refusal
-from salesmgr.errors import MergeError, PipelineFileError, SalesmgrError, SyncError
-from salesmgr.merge import (
+from salesmgr import storage
+from salesmgr.errors import (
+    DropError,
+    ErrorCode,
+    ForeignDrop,
+    MassChange,
+    MergeError,
+    PipelineFileError,
+    SalesmgrError,
+    SessionError,
+    SyncError,
+)
+from salesmgr.merge.engine import (
     Delta,
     MergeReport,
     apply_delta,
@@ -40,22 +49,23 @@ from salesmgr.merge import (
     merge_delta,
     merge_files,
 )
-from salesmgr.model import Pipeline, now_ms
-from salesmgr.protocol import ErrorCode, Mode, Open, State
-from salesmgr.registry import Mailbox, Registry, get_registry
-from salesmgr.session import (
+from salesmgr.model.pipeline import Pipeline, now_ms
+from salesmgr.plugin.interfaces import Mailbox
+from salesmgr.plugin.manager import Registry, get_registry
+from salesmgr.sync.session import (
     DEFAULT_TIMEOUT,
     DESKTOP_RESTORED,
     DesktopSession,
     DeviceStore,
     DeviceView,
     Events,
-    MassChange,
-    SessionError,
     SessionResult,
     everything_peers_saw,
     live_count,
 )
+from salesmgr.sync.wire import auth, drops
+from salesmgr.sync.wire.drops import Answer, Drop, DropKind, Load, Offer, Refusal
+from salesmgr.sync.wire.protocol import Mode, Open, State
 
 # A drop or file that fails its checks but changed less than this long ago may still be being
 # copied in by the mirroring tool: it is left alone and looked at again, never applied.
@@ -891,7 +901,7 @@ class DeviceDrops:
 
     def refuse(self, found: Found, refusal: SessionError) -> DeviceEvent:
         """Leave a REFUSAL for the desktop; the refused drop stays until the desktop clears it."""
-        note = Refusal(drops.new_drop_id(), now_ms(), found.drop.drop_id, int(refusal.code),
+        note = Refusal(drops.new_drop_id(), now_ms(), found.drop.drop_id, int(refusal.wire_code),
                        str(refusal))
         self.mailbox.write(note.entry, drops.seal(note, self.secret, self.registry))
         return DeviceEvent(

@@ -18,12 +18,8 @@ from typing import Any
 
 import click
 
-from salesmgr.cli import SalesmgrGroup, editing_pipeline, open_pipeline, save_pipeline, warn
-from salesmgr.errors import PipelineFileError, SalesmgrError, ValidationError
-from salesmgr.fields import Currency, RecordId, RecordType
-from salesmgr.model import Pipeline, Record
-from salesmgr.registry import get_registry
-from salesmgr.views import (
+from salesmgr.cli.group import SalesmgrGroup, warn
+from salesmgr.cli.views import (
     ACTIVITY_COLUMNS,
     LIST_COLUMNS,
     TABLE_ROW_LIMIT,
@@ -41,6 +37,12 @@ from salesmgr.views import (
     record_rows,
     rich_table,
 )
+from salesmgr.errors import PipelineFileError, SalesmgrError, ValidationError
+from salesmgr.model.fields import Currency, RecordId, RecordType
+from salesmgr.model.pipeline import Pipeline, Record
+from salesmgr.plugin.hookspecs import hookimpl
+from salesmgr.plugin.manager import get_registry
+from salesmgr.storage import editing_pipeline, open_pipeline, save_pipeline
 
 OPPORTUNITY = "opportunity"
 ACTIVITY = "activity"
@@ -489,3 +491,9 @@ commands: list[click.Command] = [
     export,
     plugins,
 ]
+
+
+@hookimpl(tryfirst=True)
+def salesmgr_register_commands(cli: click.Group) -> None:
+    for command in commands:
+        cli.add_command(command)

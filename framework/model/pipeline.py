@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import NamedTuple
 
 from salesmgr.errors import UnknownRecordError, ValidationError
-from salesmgr.fields import RecordType
+from salesmgr.model.fields import RecordType
 
 DELETED = "_deleted"  # pseudo-field whose dot says when a record was deleted or brought back
 # Hidden field "~notes" remembers the text a free-text field was edited from, so two concurrent

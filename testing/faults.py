@@ -11,17 +11,11 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
-from salesmgr.errors import SalesmgrError, SyncError
-
-
-class FaultSpecError(SalesmgrError):
-    """A ``--fault`` specification cannot be understood."""
-
-    exit_code = 2
+from salesmgr.errors import ConfigError, SyncError
 
 
 @dataclass(frozen=True)
@@ -49,19 +43,23 @@ class Faults:
                 name, sep, text = item.partition("=")
                 key = known.get(name.strip().lower().replace("_", "-"))
                 if key is None:
-                    raise FaultSpecError(
+                    raise ConfigError(
                         f"unknown fault {name.strip()!r} in {item!r} "
                         f"(known: {', '.join(sorted(known))})"
                     )
                 if not sep or not text.strip():
-                    raise FaultSpecError(f"fault {item!r} needs a value: {name.strip()}=VALUE")
+                    raise ConfigError(f"fault {item!r} needs a value: {name.strip()}=VALUE")
                 if key in values:
-                    raise FaultSpecError(f"fault {name.strip()!r} is given twice")
+                    raise ConfigError(f"fault {name.strip()!r} is given twice")
                 values[key] = _parse_value(key, text.strip(), item)
         return cls(**values)
 
     def __bool__(self) -> bool:
         return self != Faults()
+
+    def stream_filter(self) -> Callable[[Any], Any] | None:
+        """The transports' ``stream-filter`` option that injects these faults (None: none)."""
+        return (lambda stream: FaultyStream(stream, self)) if self else None
 
     def __str__(self) -> str:
         parts = [
@@ -77,16 +75,16 @@ def _parse_value(key: str, text: str, item: str) -> int | float:
         try:
             rate = float(text)
         except ValueError:
-            raise FaultSpecError(f"fault {item!r}: {text!r} is not a rate") from None
+            raise ConfigError(f"fault {item!r}: {text!r} is not a rate") from None
         if not 0.0 <= rate <= 1.0:
-            raise FaultSpecError(f"fault {item!r}: the rate must be between 0 and 1")
+            raise ConfigError(f"fault {item!r}: the rate must be between 0 and 1")
         return rate
     try:
         number = int(text)
     except ValueError:
-        raise FaultSpecError(f"fault {item!r}: {text!r} is not a whole number") from None
+        raise ConfigError(f"fault {item!r}: {text!r} is not a whole number") from None
     if number < 0 and key != "seed":
-        raise FaultSpecError(f"fault {item!r}: a byte count cannot be negative")
+        raise ConfigError(f"fault {item!r}: a byte count cannot be negative")
     return number
 
 

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import construct as cs
 from construct import this
 
-from salesmgr.errors import SyncError
+from salesmgr.errors import ProtocolError, VersionMismatch
 
 MAGIC = b"SMSY"
 VERSION = 1
@@ -142,34 +142,9 @@ class MessageType(IntEnum):
     ERROR = 255  # frozen across versions
 
 
-class ErrorCode(IntEnum):
-    PROTOCOL = 1  # a damaged, malformed or unexpected message
-    VERSION = 2  # the two ends speak different protocol versions
-    AUTH = 3  # the pairing secrets differ
-    PIPELINE = 4  # the device holds another pipeline
-    REFUSED = 5  # load onto a device holding changes the desktop has not seen
-    MASS_CHANGE = 6  # the desktop stopped a sync that would overwrite too much
-    DEVICE_FILE = 7  # the device cannot read or write its pipeline file
-    ABORTED = 8  # the other end stopped (timeout, shutdown, an error of its own)
-
-
 class Mode(IntEnum):
     SYNC = 1
     LOAD = 2
-
-
-class ProtocolError(SyncError):
-    """A message broke the protocol: damaged, malformed, unexpected, or of another version."""
-
-    code = ErrorCode.PROTOCOL
-
-
-class VersionMismatch(ProtocolError):
-    code = ErrorCode.VERSION
-
-    def __init__(self, message: str, peer_version: int) -> None:
-        super().__init__(message)
-        self.peer_version = peer_version
 
 
 # --- messages as dataclasses (converted at the edge, never through Adapters) -----------------

@@ -1,0 +1,150 @@
+"""The interfaces plugins implement: a codec, a live link, a mailbox, a transport, a merge policy.
+
+The core talks to every plugin through these; it never names a particular one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+if TYPE_CHECKING:
+    from salesmgr.merge.engine import Conflict, FieldOutcome
+    from salesmgr.model.pipeline import Pipeline
+
+
+class Codec:
+    """Reads and writes one pipeline file format (one major version of it)."""
+
+    format: str = "pipeline"
+    version: tuple[int, int] = (1, 0)
+    help: str = ""
+
+    def sniff(self, head: bytes) -> bool:
+        """True when ``head`` (the file's first bytes) starts a file of this format."""
+        raise NotImplementedError
+
+    def decode(self, data: bytes, source: str) -> Pipeline:
+        """The pipeline in ``data``; raises PipelineFileError naming ``source`` if it is bad."""
+        raise NotImplementedError
+
+    def encode(self, pipeline: Pipeline) -> bytes:
+        raise NotImplementedError
+
+    @property
+    def name(self) -> str:
+        return f"{self.format}-v{self.version[0]}"
+
+
+class Link(Protocol):
+    """A duplex, ordered, reliable channel of whole messages between desktop and device."""
+
+    bytes_sent: int
+    bytes_received: int
+
+    def send(self, message: bytes) -> None:
+        """Send one message; raises SyncError when the link is gone."""
+
+    def receive(self, timeout: float) -> bytes:
+        """The next message; raises SyncError on timeout, a closed or a broken link."""
+
+    def close(self) -> None: ...
+
+
+class Listener(Protocol):
+    """The device end waiting for the desktop."""
+
+    url: str  # the real address, e.g. with the port the system picked for port 0
+
+    def accept(self, timeout: float | None = None) -> Link: ...
+
+    def close(self) -> None: ...
+
+
+class Mail(NamedTuple):
+    """One entry of a `Mailbox`, as read."""
+
+    data: bytes  # its bytes, at most the ``limit`` asked for
+    size: int  # its whole size (more than ``len(data)`` when cut at the limit)
+    age: float  # seconds since it last changed: a young, incomplete entry may still be arriving
+
+
+class Mailbox(Protocol):
+    """A store-and-forward drop box shared by desktop and device (``folder://``).
+
+    The two ends never talk at the same time: each leaves whole entries (drops, see
+    `salesmgr.sync.wire.drops`) for the other and picks up what the other left.  Entry names are
+    plain
+    names, never paths; a mailbox refuses any other name and never reaches outside itself."""
+
+    url: str  # the real address, e.g. ``folder:///home/ana/Mirror``
+
+    def entries(self) -> dict[str, object]:
+        """The entries now in the box, each with a token that changes whenever it does;
+        entries still being written under a temporary name are left out."""
+
+    def read(self, name: str, limit: int) -> Mail | None:
+        """Entry ``name``, or None if it is gone; raises SyncError for an entry it must not read
+        (a link, not a regular file)."""
+
+    def write(self, name: str, data: bytes) -> None:
+        """Leave ``data`` as entry ``name``, atomically: whole or not at all."""
+
+    def remove(self, name: str) -> None:
+        """Take entry ``name`` away; one already gone is not an error."""
+
+    def home(self, name: str) -> str:
+        """Where entry ``name`` lives, as a pipeline file's home (for files dropped by hand)."""
+
+    def close(self) -> None: ...
+
+
+class Transport:
+    """Carries a sync session for one URL scheme (``tcp://``, ``serial://``, ``folder://``).
+
+    A live transport implements `connect` and `listen` (a `Link` at a time).  A store-and-forward
+    transport, where desktop and device are never connected at once, sets ``store_and_forward``
+    and implements `open_mailbox` instead; the session code then exchanges drops through it
+    (`salesmgr.sync.mailbox`)."""
+
+    scheme: str = ""
+    help: str = ""
+    store_and_forward: bool = False
+
+    def connect(self, url: str, options: Mapping[str, Any]) -> Link:
+        """Desktop side: open the link to the device at ``url``."""
+        raise NotImplementedError
+
+    def listen(self, url: str, options: Mapping[str, Any]) -> Listener:
+        """Device side: wait for the desktop at ``url`` (the emulator uses this)."""
+        raise NotImplementedError
+
+    def open_mailbox(self, url: str, options: Mapping[str, Any]) -> Mailbox:
+        """Both sides of a store-and-forward transport: the drop box at ``url``."""
+        raise NotImplementedError
+
+
+STREAM_FILTER = "stream-filter"
+
+
+def filtered_stream(stream: Any, options: Mapping[str, Any]) -> Any:
+    """The raw byte stream of a connection as the caller asked to see it.
+
+    A transport passes each connection's raw stream (socket, serial port) through this before
+    framing it.  ``options["stream-filter"]``, when given, is a callable that takes the stream and
+    returns one with the same ``read``/``write``/``close`` methods; the emulator uses it to inject
+    line faults (`salesmgr.testing.faults`) without any transport knowing about them."""
+    wrap = options.get(STREAM_FILTER)
+    return wrap(stream) if wrap is not None else stream
+
+
+class MergePolicy:
+    """Decides true conflicts: both sides changed the same thing differently."""
+
+    name: str = ""
+    help: str = ""
+    # True when the policy decides whole records (newest-record, keep-both), not single fields.
+    record_level: bool = False
+
+    def resolve(self, conflict: Conflict) -> FieldOutcome:
+        raise NotImplementedError

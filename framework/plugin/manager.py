@@ -1,0 +1,197 @@
+"""The plugin manager and what the plugins registered: record types, codecs, transports, stores,
+policies, commands.
+
+Every plugin, built-in or not, is a module named in the ``salesmgr`` entry-point group; the core
+names none of them.  The ones the salesmgr distribution itself declares (its ``pyproject.toml``)
+are its built-ins; ``SALESMGR_DISABLE_PLUGINS=1`` loads only those, which helps tell a broken
+third-party plugin from a bug here.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from salesmgr.errors import PluginError
+from salesmgr.plugin import hookspecs
+from salesmgr.plugin.interfaces import Codec, MergePolicy, Transport
+
+DISABLE_ENV = "SALESMGR_DISABLE_PLUGINS"
+DISTRIBUTION = "salesmgr"  # entry points of this distribution are the built-in plugins
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    version: str
+    provides: list[tuple[str, str]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        provides: dict[str, list[str]] = {}
+        for what, name in self.provides:
+            provides.setdefault(what, []).append(name)
+        return {"name": self.name, "version": self.version, "provides": provides}
+
+
+class PluginManager(pluggy.PluginManager):
+    """pluggy's manager, remembering each entry-point plugin's distribution version."""
+
+    def __init__(self) -> None:
+        super().__init__(hookspecs.PROJECT)
+        self.versions: dict[str, str] = {}
+
+
+def plugin_entry_points(*, third_party: bool) -> list[importlib.metadata.EntryPoint]:
+    """The ``salesmgr`` entry points: the built-ins first, then, if asked, everyone else's."""
+    found = importlib.metadata.entry_points(group=hookspecs.PROJECT)
+    ours = [ep for ep in found if ep.dist is not None and ep.dist.name == DISTRIBUTION]
+    if not ours:
+        raise PluginError("salesmgr's own plugins are not installed (pip install salesmgr)")
+    theirs = [ep for ep in found if ep not in ours] if third_party else []
+    return sorted(ours, key=lambda ep: ep.name) + theirs
+
+
+def make_plugin_manager(
+    *, entry_points: bool | None = None, extra: Iterable[object] = ()
+) -> PluginManager:
+    """A plugin manager with the built-in plugins, third-party ones unless ``entry_points`` is
+    False (or ``SALESMGR_DISABLE_PLUGINS`` is set), and ``extra`` plugin objects (tests)."""
+    pm = PluginManager()
+    pm.add_hookspecs(hookspecs)
+    if entry_points is None:
+        entry_points = not os.environ.get(DISABLE_ENV)
+    for ep in plugin_entry_points(third_party=entry_points):
+        # pluggy names an entry-point plugin by the entry point; a built-in by its module.
+        name = ep.value if ep.dist is not None and ep.dist.name == DISTRIBUTION else ep.name
+        if pm.has_plugin(name):
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as problem:  # a broken third-party plugin must not look like our bug
+            raise PluginError(f"cannot load a salesmgr plugin ({ep.name}): {problem}") from problem
+        try:
+            pm.register(plugin, name=name)
+        except ValueError as problem:
+            raise PluginError(f"cannot register the salesmgr plugin {name!r}: {problem}") from None
+        pm.versions[name] = ep.dist.version if ep.dist is not None else ""
+    try:
+        for plugin in extra:
+            pm.register(plugin)
+        pm.check_pending()
+    except pluggy.PluginValidationError as problem:
+        raise PluginError(str(problem)) from None
+    return pm
+
+
+class Registry:
+    """What every registered plugin provides, looked up by name."""
+
+    def __init__(self, pm: pluggy.PluginManager) -> None:
+        from salesmgr import __version__
+        from salesmgr.model.fields import RecordType
+
+        self.pm = pm
+        self.hook = pm.hook
+        self.record_types: dict[str, RecordType] = {}
+        self.codecs: list[Codec] = []
+        self.transports: dict[str, Transport] = {}
+        self.policies: dict[str, MergePolicy] = {}
+        versions = pm.versions if isinstance(pm, PluginManager) else {}
+        self.plugins: dict[str, PluginInfo] = {
+            name: PluginInfo(name, versions.get(name, __version__))
+            for name, _ in pm.list_name_plugin()
+            if name
+        }
+
+        def collect(hookname: str, add: Any, what: str, key: Any) -> None:
+            # Called one implementation at a time so each thing is credited to its plugin.
+            for impl in reversed(getattr(pm.hook, hookname).get_hookimpls()):
+                def register(*args: Any, _plugin: str = impl.plugin_name) -> None:
+                    add(*args)
+                    self.plugins[_plugin].provides.append((what, key(*args)))
+                impl.function(register=register)
+
+        def add_type(rtype: RecordType) -> None:
+            if rtype.name in self.record_types:
+                raise PluginError(f"record type {rtype.name!r} is registered twice")
+            self.record_types[rtype.name] = rtype
+
+        def add_field(type_name: str, new: Any) -> None:
+            if type_name not in self.record_types:
+                raise PluginError(f"cannot add field {new.name!r}: no record type {type_name!r}")
+            try:
+                self.record_types[type_name].add_field(new)
+            except ValueError as problem:
+                raise PluginError(str(problem)) from None
+
+        def add_codec(codec: Codec) -> None:
+            if any(c.name == codec.name for c in self.codecs):
+                raise PluginError(f"codec {codec.name!r} is registered twice")
+            self.codecs.append(codec)
+
+        def add_transport(transport: Transport) -> None:
+            if transport.scheme in self.transports:
+                raise PluginError(f"transport scheme {transport.scheme!r} is registered twice")
+            self.transports[transport.scheme] = transport
+
+        def add_policy(policy: MergePolicy) -> None:
+            if policy.name in self.policies:
+                raise PluginError(f"merge policy {policy.name!r} is registered twice")
+            self.policies[policy.name] = policy
+
+        collect("salesmgr_register_record_types", add_type, "record_type", lambda t: t.name)
+        collect("salesmgr_register_fields", add_field, "field", lambda t, f: f"{t}.{f.name}")
+        collect("salesmgr_register_codecs", add_codec, "codec", lambda c: c.name)
+        collect("salesmgr_register_transports", add_transport, "transport", lambda t: t.scheme)
+        collect("salesmgr_register_policies", add_policy, "policy", lambda p: p.name)
+        self.codecs.sort(key=lambda c: (c.format, c.version), reverse=True)
+
+    def record_type(self, name: str) -> Any:
+        try:
+            return self.record_types[name]
+        except KeyError:
+            raise PluginError(f"no record type {name!r} (is its plugin installed?)") from None
+
+    def writer_codec(self, format: str = "pipeline") -> Codec:
+        for codec in self.codecs:
+            if codec.format == format:
+                return codec
+        raise PluginError(f"no codec writes the {format!r} format")
+
+    def policy(self, name: str) -> MergePolicy:
+        try:
+            return self.policies[name]
+        except KeyError:
+            known = ", ".join(sorted(self.policies))
+            raise PluginError(f"no merge policy {name!r} (known: {known})") from None
+
+    def transport(self, scheme: str) -> Transport:
+        try:
+            return self.transports[scheme]
+        except KeyError:
+            known = ", ".join(f"{s}://" for s in sorted(self.transports)) or "none"
+            raise PluginError(f"no transport for {scheme}:// (known: {known})") from None
+
+
+_current: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The registry of this process, built on first use."""
+    global _current
+    if _current is None:
+        _current = Registry(make_plugin_manager())
+    return _current
+
+
+def use_registry(registry: Registry | None) -> Registry | None:
+    """Replace the process registry (tests); returns the previous one."""
+    global _current
+    previous, _current = _current, registry
+    return previous
+
