@@ -25,7 +25,6 @@ from salesmgr.cli.views import (
     TABLE_ROW_LIMIT,
     RecordJson,
     field_table,
-    json_array,
     json_document,
     make_console,
     output_mode,
@@ -36,6 +35,7 @@ from salesmgr.cli.views import (
     record_json,
     record_rows,
     rich_table,
+    write_json_array,
 )
 from salesmgr.errors import PipelineFileError, SalesmgrError, ValidationError
 from salesmgr.model.fields import Currency, RecordId, RecordType
@@ -263,8 +263,7 @@ def list_(file: Path, stage: str | None, as_json: bool) -> None:
         records = sorted(chosen, key=by_company)
     mode = output_mode(as_json)
     if mode == "json":
-        to_json = RecordJson(rtype)
-        click.echo(json_array([to_json(r) for r in records]), nl=False)
+        write_json_array(map(RecordJson(rtype), records), click.get_binary_stream("stdout"))
         return
     if mode == "plain":
         click.echo(plain_records(records, LIST_COLUMNS), nl=False)

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any, Literal, TextIO
+from functools import partial
+from itertools import islice
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TextIO
+
+import msgspec
 
 from salesmgr.model.fields import FieldKind
 from salesmgr.model.pipeline import BASE_PREFIX, Dot
@@ -108,14 +112,32 @@ def record_json(record: Record, rtype: RecordType | None) -> dict[str, Any]:
     return RecordJson(rtype)(record)
 
 
-def json_array(objects: Iterable[dict[str, Any]]) -> str:
-    """A JSON array with one object per line: valid JSON, readable, and fast (one C encoder
-    for all; ``json.dumps`` would build a new encoder per object)."""
-    encode = json.JSONEncoder(ensure_ascii=False).encode
-    lines = [encode(obj) for obj in objects]
-    if not lines:
-        return "[]\n"
-    return "[\n" + ",\n".join(lines) + "\n]\n"
+JSON_CHUNK = 4096  # objects encoded per call: the output streams, the calls stay few
+JSON_LINES = msgspec.json.Encoder().encode_lines
+
+
+def write_json_array(objects: Iterable[dict[str, Any]], out: BinaryIO) -> None:
+    """Write a JSON array with one object per line (valid JSON, and readable line by line),
+    a chunk of objects at a time, so 100,000 records are never one big list or string.
+
+    msgspec encodes a chunk as JSON lines in one call (five times the standard library's
+    speed); inside JSON text a newline is always escaped, so every raw newline it writes ends
+    an object and can become the array's ",\n"."""
+    chunks = iter(partial(next_chunk, iter(objects)), [])
+    first = next(chunks, None)
+    if first is None:
+        out.write(b"[]\n")
+        return
+    out.write(b"[\n")
+    out.write(JSON_LINES(first)[:-1].replace(b"\n", b",\n"))
+    for chunk in chunks:
+        out.write(b",\n")
+        out.write(JSON_LINES(chunk)[:-1].replace(b"\n", b",\n"))
+    out.write(b"\n]\n")
+
+
+def next_chunk(objects: Iterator[dict[str, Any]]) -> list[dict[str, Any]]:
+    return list(islice(objects, JSON_CHUNK))
 
 
 def json_document(obj: Any) -> str:

@@ -25,6 +25,7 @@ from rich.console import Console
 
 from salesmgr import hookimpl, storage
 from salesmgr.cli import records as record_commands
+from salesmgr.cli import views
 from salesmgr.cli.group import cli, main
 from salesmgr.cli.views import (
     LIST_COLUMNS,
@@ -419,7 +420,28 @@ def test_list_json_has_one_object_per_opportunity(runner: CliRunner, pipeline_fi
     [only] = json.loads(out)
     assert list(only) == OPPORTUNITY_JSON_KEYS
     assert only["value"] == "12000.00" and only["probability"] == 0
-    assert out.splitlines()[1].startswith('{"id": ')  # one object per line
+    assert out.splitlines()[1].startswith('{"id":')  # one object per line
+
+
+def test_list_json_streams_in_chunks_and_keeps_one_object_per_line(
+    runner: CliRunner, pipeline_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Objects are encoded a chunk at a time; a newline or "},{" inside a value never splits
+    or joins an object, whatever the chunk boundaries."""
+    notes = ["line one\nline two", '"},{"', "plain", "\\n not a newline", "last"]
+    for n, note in enumerate(notes):
+        add(runner, pipeline_file, f"Company {n}", "Deal", "--notes", note)
+    monkeypatch.setattr(views, "JSON_CHUNK", 2)
+    out = ok_bytes(runner, "list", pipeline_file, "--json")
+    listed = json.loads(out)
+    assert [o["notes"] for o in listed] == notes
+    lines = out.splitlines()
+    assert lines[0] == "[" and lines[-1] == "]" and len(lines) == len(notes) + 2
+    assert [json.loads(line.rstrip(",")) for line in lines[1:-1]] == listed
+    assert out.endswith("}\n]\n")
+    monkeypatch.setattr(views, "JSON_CHUNK", 4096)
+    assert ok_bytes(runner, "list", pipeline_file, "--json") == out
+    assert ok_bytes(runner, "list", pipeline_file, "--json", "--stage", "won") == "[]\n"
 
 
 def test_table_output_on_a_terminal(
