@@ -12,6 +12,7 @@ import codecs
 import csv
 import io
 import os
+import sys
 from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
@@ -263,7 +264,9 @@ def list_(file: Path, stage: str | None, as_json: bool) -> None:
         records = sorted(chosen, key=by_company)
     mode = output_mode(as_json)
     if mode == "json":
-        write_json_array(map(RecordJson(rtype), records), click.get_binary_stream("stdout"))
+        sys.stdout.flush()
+        write_json_array(map(RecordJson(rtype), records), sys.stdout.buffer)
+        sys.stdout.buffer.flush()
         return
     if mode == "plain":
         click.echo(plain_records(records, LIST_COLUMNS), nl=False)
