@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from merge3 import Merge3
 
@@ -120,27 +120,48 @@ def merge_text(base: str | None, ours: str, theirs: str) -> str | None:
         if ours.startswith(theirs):
             return ours
         base = ""
-    ends_open = not ours.endswith("\n") and not theirs.endswith("\n")
-
-    def lines(text: str) -> list[str]:
-        if text and not text.endswith("\n"):
-            text += "\n"
-        return text.splitlines(True)
-
-    result: list[str] = []
-    for group in Merge3(lines(base), lines(ours), lines(theirs)).merge_groups():
+    # Lines are what lies between newlines, so a text's last line and a trailing newline
+    # are seen exactly as written (an empty text has no line at all).
+    base_lines, our_lines, their_lines = (t.split("\n") if t else [] for t in (base, ours, theirs))
+    # Lines replaced in place on each side (no line added or removed): line by line, so that
+    # changes to neighbouring lines, or among repeated lines, are never taken for a clash.
+    result = merge_line_by_line(base_lines, our_lines, their_lines)
+    if result is not None:
+        return "\n".join(result)
+    result = []
+    for group in Merge3(base_lines, our_lines, their_lines).merge_groups():
         if group[0] != "conflict":
             result.extend(group[1])
             continue
-        _, base_lines, our_lines, their_lines = group
-        if base_lines:
+        _, old, mine, other = group
+        if not old:  # inserted at the same place on both sides: both kept
+            result.extend(mine)
+            result.extend(line for line in other if line not in mine)
+            continue
+        by_line = merge_line_by_line(old, mine, other)
+        if by_line is None:
             return None
-        result.extend(our_lines)
-        result.extend(line for line in their_lines if line not in our_lines)
-    text = "".join(result)
-    if ends_open and text.endswith("\n"):
-        text = text[:-1]
-    return text
+        result.extend(by_line)
+    return "\n".join(result)
+
+
+def merge_line_by_line(
+    base: Sequence[str], ours: Sequence[str], theirs: Sequence[str]
+) -> list[str] | None:
+    """A region both sides changed, as many lines on each side as in the ancestor: each line
+    was replaced, so each is taken from the side that changed it.  None when some line was
+    changed differently on both sides, or the region is not line for line."""
+    if not len(base) == len(ours) == len(theirs):
+        return None
+    merged = []
+    for old, mine, other in zip(base, ours, theirs, strict=True):
+        if mine == other or other == old:
+            merged.append(mine)
+        elif mine == old:
+            merged.append(other)
+        else:
+            return None
+    return merged
 
 
 @hookimpl(trylast=True)

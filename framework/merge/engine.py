@@ -408,23 +408,33 @@ def field_value(record: Record, name: str) -> str | None:
 
 
 def common_base(session: MergeSession, mine: Record, theirs: Record, name: str) -> str | None:
-    """The text both sides edited from, when each side remembers one both have seen."""
+    """The text both sides last agreed on: of the ancestors the two sides remember (or hold),
+    the most recent one that both have seen."""
     hidden = BASE_PREFIX + name
     candidates = []
     for record in (mine, theirs):
-        if hidden in record.values:
-            dot = record.dot_of(hidden)
-            if session.desktop.knows(dot) and session.device_knows(dot):
-                candidates.append((dot, record.values[hidden]))
-    for record in (mine, theirs):
-        # A side that never edited the text holds the common version itself.
-        if hidden not in record.values:
-            dot = record.dot_of(name)
-            if session.desktop.knows(dot) and session.device_knows(dot):
-                candidates.append((dot, record.values.get(name, "")))
+        # A side that edited the text remembers what it edited from; one that did not holds
+        # the common version itself.
+        field = hidden if hidden in record.values else name
+        dot = record.dot_of(field)
+        if session.desktop.knows(dot) and session.device_knows(dot):
+            candidates.append((dot, record.values.get(field, "")))
     if not candidates:
         return None
-    return max(candidates, key=lambda c: (c[0].counter, c[0].replica))[1]
+    best = candidates[0]
+    for candidate in candidates[1:]:
+        if later(candidate[0], best[0]):
+            best = candidate
+    return best[1]
+
+
+def later(a: Dot, b: Dot) -> bool:
+    """Whether version ``a`` of a text is more recent than ``b``, both being ancestors of the
+    texts being merged.  One replica's writes are in counter order; between two replicas only
+    the writers' clocks can tell, and a wrong guess costs only an older (still common) base."""
+    if a.replica == b.replica:
+        return a.counter > b.counter
+    return (a.at, a.counter, a.replica) > (b.at, b.counter, b.replica)
 
 
 def record_label(rtype: RecordType | None, record: Record) -> str:

@@ -225,17 +225,30 @@ class Pipeline:
                     values[name] = value
             rtype.check_required(values)
             for name in changed.keys() & rtype.text_merge_fields:
-                base = BASE_PREFIX + name
-                if base not in values:
-                    # First edit since the text was last shared: remember what it was.
+                if not self.editing_own_text(record, name):
+                    # The text as it stands is shared (it came from elsewhere, or a peer has
+                    # seen it): it is the ancestor a later line merge compares both sides with.
+                    base, dot = BASE_PREFIX + name, record.dot_of(name)
                     values[base] = record.values.get(name, "")
-                    if record.dot_of(name) != record.dot:
-                        record.field_dots[base] = record.dot_of(name)
+                    if dot == record.dot:
+                        record.field_dots.pop(base, None)
+                    else:
+                        record.field_dots[base] = dot
             dot = self.tick()
             record.values = values
             for name in changed:
                 record.field_dots[name] = dot
         return record, warnings
+
+    def editing_own_text(self, record: Record, name: str) -> bool:
+        """True while free-text field ``name`` holds this replica's own edit that no peer is
+        known to have seen: the text remembered before that edit is still the last one shared."""
+        if BASE_PREFIX + name not in record.values:
+            return False
+        dot = record.dot_of(name)
+        if dot.replica != self.replica_id:
+            return False
+        return not any(known.get(dot.replica, 0) >= dot.counter for known in self.peers.values())
 
     def undelete(self, record_id: str) -> Record:
         """Bring a deleted record back (resolving a delete/edit conflict the other way)."""
