@@ -87,6 +87,11 @@ def salesmgr_merge_field(session: MergeSession, item: FieldMerge) -> FieldOutcom
     if item.desktop_value == item.device_value or item.kind == "conflict":
         # Same value on both sides (or two edits of a log entry): not a conflict, keep the newer.
         return FieldOutcome(newest(item))  # type: ignore[arg-type]
+    spec = item.record_type.by_name.get(item.field) if item.record_type else None
+    if spec is not None and spec.automatic:
+        # Stamped by salesmgr, not typed by anyone (the same record made on both sides): no
+        # conflict; the earlier stamp is kept.
+        return FieldOutcome("device" if newest(item) == "desktop" else "desktop")
     return FieldOutcome("conflict")
 
 

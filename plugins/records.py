@@ -44,7 +44,7 @@ def opportunity_type() -> RecordType:
             Field("next_action_date", Date()),
             Field("owner", Text(200), default=lambda header: header.get("owner")),
             Field("notes", Text(), help="free text, any number of lines"),
-            Field("created", Timestamp(), default=_now),
+            Field("created", Timestamp(), default=_now, automatic=True),
         ],
         help="a sales opportunity",
         title_field="company",

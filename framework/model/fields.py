@@ -200,6 +200,9 @@ class Field:
     help: str = ""
     # Filled in when a new record leaves it empty; gets the pipeline's header values.
     default: Callable[[Mapping[str, str]], str | None] | None = None
+    # Stamped by salesmgr, not typed by the user (when the record was made): two sides that made
+    # the same record at different moments do not disagree about it; a merge keeps the earlier.
+    automatic: bool = False
 
 
 @dataclass
