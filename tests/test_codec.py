@@ -6,7 +6,7 @@ import struct
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from strategies import opportunity_inputs, pipelines, sample_pipeline, sealed, uuids
 
@@ -260,6 +260,8 @@ def test_unknown_columns_sections_and_header_entries_survive_an_edit(tmp_path: P
 def test_unknown_fields_and_types_survive_a_read_edit_save_cycle(
     pipeline: Pipeline, unknown: dict[str, str], deal_id: str
 ) -> None:
+    # An edit needs a counter left to tick: a replica at 2**64 - 1 can write nothing more.
+    assume(pipeline.counter < 2**64 - 1)
     registry = get_registry()
     opportunity = registry.record_type("opportunity")
     pipeline.records.pop(deal_id, None)
