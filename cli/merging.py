@@ -13,12 +13,12 @@ import click
 from salesmgr import storage
 from salesmgr.cli.group import warn
 from salesmgr.cli.views import make_console, output_mode, plain_table, rich_table
-from salesmgr.errors import MergeError, UnknownRecordError, ValidationError
-from salesmgr.merge.engine import merge_files
+from salesmgr.errors import UnknownRecordError, ValidationError
 from salesmgr.model.pipeline import DELETED, Pipeline, Record
 from salesmgr.plugin.hookspecs import hookimpl
 from salesmgr.plugin.manager import get_registry
 from salesmgr.storage import editing_pipeline, open_pipeline, save_pipeline
+from salesmgr.sync.rules import merge_local
 
 
 def policy_option(default: str = "field-merge") -> Callable[[Any], Any]:
@@ -61,21 +61,15 @@ def merge_locked(
     allow_mass_change: bool, as_json: bool,
 ) -> None:
     desk, dev = open_pipeline(desktop), open_pipeline(device)
-    desktop_before = sum(1 for _ in desk.live())
-    device_before = sum(1 for _ in dev.live())
-    versions_before = [versions(desk), versions(dev)]
-    result = merge_files(desk, dev, policy=policy, combine=combine)
-    reason = result.mass_change(desktop_before, device_before)
-    if reason and not (allow_mass_change or dry_run):
-        raise MergeError(reason)
-    if not dry_run:
-        # The desktop first: it minted the versions of the merge's own decisions.  A file whose
-        # versions did not move holds nothing new (every change brings a version it lacked), so
-        # it is left as it is: merging two files already in step costs only reading them.
-        for pipeline, path, before in zip((desk, dev), (desktop, device), versions_before,
-                                          strict=True):
-            if versions(pipeline) != before:
-                save_pipeline(pipeline, path)
+    # A file whose versions did not move holds nothing new (every change brings a version it
+    # lacked), so it is left as it is: merging two files in step costs only reading them.
+    done = merge_local(
+        desk, dev, policy=policy, combine=combine, dry_run=dry_run,
+        allow_mass_change=allow_mass_change,
+        save_desktop=lambda merged: save_pipeline(merged, desktop),
+        save_device=lambda merged: save_pipeline(merged, device),
+    )
+    result, reason = done.merged, done.mass_change
     report = result.report
     if as_json:
         click.echo(json.dumps({**report.as_json(), "dry_run": dry_run}, indent=2))
@@ -86,10 +80,6 @@ def merge_locked(
         click.echo(line)
     if reason and dry_run:
         warn(reason)
-
-
-def versions(pipeline: Pipeline) -> tuple[str, dict[str, int], str]:
-    return pipeline.replica_id, dict(pipeline.knowledge), pipeline.pipeline_id
 
 
 def conflict_rows(pipeline: Pipeline, include_all: bool) -> list[Record]:

@@ -68,13 +68,20 @@ def encode(pipeline: Pipeline, registry: Registry | None = None) -> bytes:
 def load(path: str | os.PathLike[str], registry: Registry | None = None) -> Pipeline:
     """Read a pipeline; a copy found away from its home becomes a new replica (in memory)."""
     pipeline = decode(read_bytes(path), str(path), registry)
-    here = home_of(path)
-    if pipeline.home != here:
-        if pipeline.home:
-            pipeline.fork(here)
-        else:
-            pipeline.home = here
+    settle_home(pipeline, home_of(path))
     return pipeline
+
+
+def settle_home(pipeline: Pipeline, here: str) -> bool:
+    """A pipeline read at ``here`` that was saved elsewhere is a copy: it becomes a replica of its
+    own (in memory) before anything is written.  True when it did (a new replica id)."""
+    if pipeline.home == here:
+        return False
+    if not pipeline.home:  # never saved anywhere: it lives here from now on
+        pipeline.home = here
+        return False
+    pipeline.fork(here)
+    return True
 
 
 def save(

@@ -143,6 +143,14 @@ class MergeReport:
             (*self.to_desktop.as_json().values(), *self.to_device.as_json().values())
         ) and not self.conflicts
 
+    def progress(self) -> dict[str, Any]:
+        """What the ``merged`` sync event says: the counts each way and how many conflicts."""
+        return {
+            "to_desktop": self.to_desktop.as_json(),
+            "to_device": self.to_device.as_json(),
+            "conflicts": len(self.conflicts),
+        }
+
     def as_json(self) -> dict[str, Any]:
         return {
             "policy": self.policy,
@@ -732,8 +740,6 @@ def merge_files(
         if clash:
             raise MergeError(f"cannot combine: {len(clash)} record ids appear in both pipelines")
         device.pipeline_id = desktop.pipeline_id
-    if desktop.replica_id == device.replica_id:
-        raise MergeError("both files are the same replica (was one copied over the other?)")
     restored = restored_replicas(desktop, device.knowledge, device.replica_id)
     since = {} if restored else desktop.knowledge
     result = merge_delta(

@@ -31,10 +31,7 @@ from typing import Any
 from salesmgr import storage
 from salesmgr.errors import (
     DropError,
-    ErrorCode,
     ForeignDrop,
-    MassChange,
-    MergeError,
     PipelineFileError,
     SalesmgrError,
     SessionError,
@@ -47,25 +44,15 @@ from salesmgr.merge.engine import (
     count_device_side,
     delta_since,
     merge_delta,
-    merge_files,
 )
 from salesmgr.model.pipeline import Pipeline, now_ms
 from salesmgr.plugin.interfaces import Mailbox
 from salesmgr.plugin.manager import Registry, get_registry
-from salesmgr.sync.session import (
-    DEFAULT_TIMEOUT,
-    DESKTOP_RESTORED,
-    DesktopSession,
-    DeviceStore,
-    DeviceView,
-    Events,
-    SessionResult,
-    everything_peers_saw,
-    live_count,
-)
+from salesmgr.sync import rules
+from salesmgr.sync.rules import DesktopHeader, DeviceReport, DeviceTarget, live_count, plural
+from salesmgr.sync.session import DEFAULT_TIMEOUT, DeviceStore, Events, SessionResult
 from salesmgr.sync.wire import auth, drops
 from salesmgr.sync.wire.drops import Answer, Drop, DropKind, Load, Offer, Refusal
-from salesmgr.sync.wire.protocol import Mode, Open, State
 
 # A drop or file that fails its checks but changed less than this long ago may still be being
 # copied in by the mirroring tool: it is left alone and looked at again, never applied.
@@ -97,10 +84,6 @@ def header_extra(pipeline: Pipeline) -> dict[str, str]:
 def covers(knowledge: dict[str, int], other: dict[str, int]) -> bool:
     """True when ``knowledge`` has seen every write ``other`` has."""
     return all(knowledge.get(replica, 0) >= counter for replica, counter in other.items())
-
-
-def plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 # --- looking into the mailbox --------------------------------------------------------------------
@@ -253,13 +236,7 @@ class DropReader:
             else:
                 look.problems[entry] = str(problem)
             return
-        # The rule of storage.load: a file away from its home is a copy, a replica of its own.
-        here = self.mailbox.home(entry)
-        if pipeline.home != here:
-            if pipeline.home:
-                pipeline.fork(here)
-            else:
-                pipeline.home = here
+        storage.settle_home(pipeline, self.mailbox.home(entry))
         look.files.append(PipelineEntry(entry, pipeline, mail.size))
 
 
@@ -445,35 +422,23 @@ class DesktopDrops:
             records_received=len(offer.records), bytes_received=found.size,
             device_records=offer.live_records,
         )
-        if not offer.blank and offer.pipeline_id != desktop.pipeline_id:
-            raise SessionError(
-                f"the device holds another pipeline, {offer.name!r} "
-                f"({(offer.pipeline_id or '')[:8]}); the desktop's is {desktop.name!r} "
-                f"({desktop.pipeline_id[:8]}); nothing was changed",
-                ErrorCode.PIPELINE,
-            )
-        if offer.device_replica == desktop.replica_id:
-            raise SessionError(
-                "the device holds this very replica (was this file copied onto it without "
-                "salesmgr load?); load the device instead",
-                ErrorCode.PIPELINE,
-            )
-        self.events("authenticated", peer_replica=offer.device_replica)
         mine = desktop.replica_id
         agreement = offer.agreement if offer.desktop_replica == mine else None
+        device = DeviceReport(
+            offer.pipeline_id, offer.device_replica, offer.name, offer.live_records,
+            offer.knowledge, agreement, offer.blank,
+        )
+        rules.check_device(desktop, device)
+        self.events("authenticated", peer_replica=offer.device_replica)
         if was_applied(desktop, offer.drop_id):
             back = self.merged_before(desktop, found, result, policy)
             if back is None:
                 result.seconds = time.monotonic() - started
                 return result
         else:
-            state = State(
-                offer.pipeline_id, offer.device_replica, offer.name, offer.live_records,
-                offer.knowledge, agreement, blank=offer.blank,
-            )
-            slow = DesktopSession.slow_reason(desktop, state)
+            slow = rules.slow_reason(desktop, device)
             result.slow = slow
-            wanted = {} if slow else dict(desktop.knowledge)
+            wanted = rules.wanted(desktop, slow)
             if not covers(wanted, offer.since):
                 self.ask_again(desktop, offer, look, wanted, slow, result, dry_run)
                 result.seconds = time.monotonic() - started
@@ -482,11 +447,10 @@ class DesktopDrops:
             if merged is None:  # dry run
                 result.seconds = time.monotonic() - started
                 return result
-            if merged[1]:
+            back, before = merged
+            if rules.versions(desktop) != before:
                 remember_applied(desktop, offer.drop_id)
-                save(desktop)
-                result.saved = True
-            back = merged[0]
+            result.saved = rules.commit(desktop, before, save)
         if not dry_run:
             self.leave_answer(desktop, offer, look, back, agreement, result)
         self.events("committed", records=result.records_sent)
@@ -526,15 +490,12 @@ class DesktopDrops:
         policy: str,
         dry_run: bool,
         allow_mass_change: bool,
-    ) -> tuple[Delta, bool] | None:
-        """Merge the offer into ``desktop``: (what the device lacks, whether the desktop
-        changed), or None for a dry run."""
-        untrusted: tuple[str, ...] = ()
-        if slow == DESKTOP_RESTORED and not dry_run:
-            # As in a live sync: never mint a version the device already knows.
-            untrusted = (desktop.fork(desktop.home),)
+    ) -> tuple[Delta, rules.Versions] | None:
+        """Merge the offer into ``desktop``: (what the device lacks, the desktop's versions
+        before), or None for a dry run."""
+        untrusted = rules.fork_if_restored(desktop, slow, dry_run)
         before = live_count(desktop)
-        versions = (desktop.replica_id, dict(desktop.knowledge))
+        versions = rules.versions(desktop)
         delta = Delta(desktop.pipeline_id, offer.device_replica, dict(offer.knowledge),
                       offer.records)
         merged = merge_delta(
@@ -542,20 +503,14 @@ class DesktopDrops:
         )
         desktop.peers[offer.device_replica] = dict(offer.knowledge)
         result.report = merged.report
-        self.events(
-            "merged",
-            to_desktop=merged.report.to_desktop.as_json(),
-            to_device=merged.report.to_device.as_json(),
-            conflicts=len(merged.report.conflicts),
+        self.events("merged", **merged.report.progress())
+        result.mass_change = rules.brake(
+            merged, before, None if offer.blank else offer.live_records,
+            dry_run=dry_run, allow=allow_mass_change,
         )
-        reason = None if offer.blank else merged.mass_change(before, offer.live_records)
-        if reason and dry_run:
-            result.mass_change = reason
-        elif reason and not allow_mass_change:
-            raise MassChange(reason)
         if dry_run:
             return None
-        return merged.back, (desktop.replica_id, desktop.knowledge) != versions
+        return merged.back, versions
 
     def ask_again(
         self,
@@ -657,34 +612,24 @@ class DesktopDrops:
             "desktop", "sync", peer_replica=device.replica_id, dry_run=dry_run,
             taken=f"the pipeline file {found.entry}", bytes_received=found.size,
         )
-        desktop_before, device_before = live_count(desktop), live_count(device)
-        versions = (desktop.replica_id, dict(desktop.knowledge))
-        theirs = (device.replica_id, dict(device.knowledge))
         result.records_received = len(delta_since(device, desktop.knowledge, self.registry).records)
-        try:
-            merged = merge_files(desktop, device, policy=policy, registry=self.registry)
-        except MergeError as problem:
-            raise MergeError(f"{where}: {problem}") from None
-        result.report = merged.report
-        result.records_sent = len(merged.back.records)
-        reason = merged.mass_change(desktop_before, device_before)
-        if reason and dry_run:
-            result.mass_change = reason
-        elif reason and not allow_mass_change:
-            raise MassChange(f"{where}: {reason}")
-        if dry_run:
-            result.seconds = time.monotonic() - started
-            return result
-        # The desktop first: it minted the versions of the merge's own decisions.
-        if (desktop.replica_id, desktop.knowledge) != versions:
-            save(desktop)
-            result.saved = True
-        if (device.replica_id, device.knowledge) != theirs:
-            data = storage.encode(device, self.registry)
+
+        def leave_back(merged: Pipeline) -> None:
+            data = storage.encode(merged, self.registry)
             self.mailbox.write(found.entry, data)
             result.written = f"the merged file back as {found.entry}"
             result.bytes_sent = len(data)
-        else:
+
+        done = rules.merge_local(
+            desktop, device, save_desktop=save, save_device=leave_back, policy=policy,
+            dry_run=dry_run, allow_mass_change=allow_mass_change, registry=self.registry,
+            where=f"{where}: ",
+        )
+        result.report = done.merged.report
+        result.records_sent = len(done.merged.back.records)
+        result.mass_change = done.mass_change
+        result.saved = done.saved_desktop
+        if not dry_run and not done.saved_device:
             result.notices.append(f"{found.entry} was already in step: left as it is")
         result.seconds = time.monotonic() - started
         return result
@@ -725,17 +670,13 @@ class DesktopDrops:
         assert isinstance(offer, Offer)
         if offer.blank or not offer.records:
             return
-        if offer.pipeline_id == desktop.pipeline_id:
+        same = offer.pipeline_id == desktop.pipeline_id
+        if same:
             unseen = [r for r in offer.records if not all(desktop.knows(d) for d in r.dots())]
-            whose = "this desktop has"
         else:
-            unseen, whose = offer.records, f"no desktop of {offer.name!r} has"
-        if unseen:
-            raise SessionError(
-                f"the device holds {plural(len(unseen), 'changed record')} {whose} not seen "
-                f"(its offer {found.entry}); sync first (salesmgr sync), then load",
-                ErrorCode.REFUSED,
-            )
+            unseen = offer.records
+        rules.refuse_load(len(unseen), same, offer.name, by="this desktop",
+                          where=f" (its offer {found.entry})")
 
 
 # --- the device half -----------------------------------------------------------------------------
@@ -751,11 +692,11 @@ class DeviceEvent:
     final: bool = False  # ends a round: what ``emulator serve --once`` waits for
 
 
-def opening(drop: Answer | Load, mode: Mode) -> Open:
-    """A drop's pipeline header in the shape the live session's `DeviceView` expects."""
-    return Open(
-        mode, False, drop.pipeline_id, drop.desktop_replica, drop.name, drop.owner,
-        drop.currency, dict(drop.extra), dict(drop.knowledge),
+def header_of(drop: Answer | Load) -> DesktopHeader:
+    """What a desktop's drop says about its pipeline, in the terms of the session rules."""
+    return DesktopHeader(
+        drop.pipeline_id, drop.desktop_replica, drop.name, drop.owner, drop.currency,
+        dict(drop.extra), dict(drop.knowledge),
     )
 
 
@@ -855,23 +796,13 @@ class DeviceDrops:
 
     def commit(self, pipeline: Pipeline | None, drop: Answer | Load) -> Pipeline:
         """Apply an answer or a load and save, with the drop's id, in one atomic write."""
-        same = pipeline is not None and pipeline.pipeline_id == drop.pipeline_id
-        if isinstance(drop, Load):
-            self.check_load(pipeline, drop, same)
-            view = DeviceView(pipeline, opening(drop, Mode.LOAD))
-            if same and pipeline is not None:
-                view.replica = pipeline.replica_id
-            target = view.fresh()
-        elif pipeline is not None and pipeline.records and not same:
-            raise SessionError(
-                f"{drop.entry} is for pipeline {drop.name!r} ({drop.pipeline_id[:8]}) but the "
-                f"device holds {pipeline.name!r} ({pipeline.pipeline_id[:8]})",
-                ErrorCode.PIPELINE,
-            )
-        elif same and pipeline is not None:
+        load = isinstance(drop, Load)
+        into = DeviceTarget(pipeline, header_of(drop))
+        rules.check_desktop(into, load=load, registry=self.registry, where=f"{drop.entry}: ")
+        if into.same and pipeline is not None and not load:
             target = pipeline
-        else:  # a blank device becomes this pipeline
-            target = DeviceView(pipeline, opening(drop, Mode.SYNC)).fresh()
+        else:  # a load, or a blank device that becomes this pipeline
+            target = into.fresh()
         if pipeline is not None and target is not pipeline:
             target.extra[APPLIED] = pipeline.extra.get(APPLIED, "")
         known = dict(target.peers.get(drop.desktop_replica, {}))
@@ -885,19 +816,6 @@ class DeviceDrops:
         remember_applied(target, drop.drop_id)
         self.store.save(target)
         return target
-
-    def check_load(self, pipeline: Pipeline | None, load: Load, same: bool) -> None:
-        if pipeline is None or not pipeline.records:
-            return
-        seen = load.knowledge if same else everything_peers_saw(pipeline)
-        unseen = delta_since(pipeline, seen, self.registry).records
-        if unseen:
-            whose = "the desktop has" if same else f"no desktop of {pipeline.name!r} has"
-            raise SessionError(
-                f"the device holds {plural(len(unseen), 'changed record')} {whose} not seen; "
-                "sync first (salesmgr sync), then load",
-                ErrorCode.REFUSED,
-            )
 
     def refuse(self, found: Found, refusal: SessionError) -> DeviceEvent:
         """Leave a REFUSAL for the desktop; the refused drop stays until the desktop clears it."""

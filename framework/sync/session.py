@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 from urllib.parse import urlsplit
@@ -29,7 +29,6 @@ from urllib.parse import urlsplit
 from salesmgr import __version__, storage
 from salesmgr.errors import (
     ErrorCode,
-    MassChange,
     PeerError,
     PipelineFileError,
     ProtocolError,
@@ -43,11 +42,12 @@ from salesmgr.merge.engine import (
     apply_delta,
     delta_since,
     merge_delta,
-    restored_replicas,
 )
-from salesmgr.model.pipeline import Pipeline, Record, new_id
+from salesmgr.model.pipeline import Pipeline, Record
 from salesmgr.plugin.interfaces import Link, Transport
 from salesmgr.plugin.manager import Registry, get_registry
+from salesmgr.sync import rules
+from salesmgr.sync.rules import DesktopHeader, DeviceReport, DeviceTarget, live_count
 from salesmgr.sync.wire import auth
 from salesmgr.sync.wire.protocol import (
     Ack,
@@ -68,11 +68,6 @@ from salesmgr.sync.wire.protocol import (
 )
 
 DEFAULT_TIMEOUT = 30.0
-# Why a sync is slow (the device sends everything it holds):
-DEVICE_BLANK = "the device holds no pipeline yet; it is loaded again"
-DEVICE_RESTORED = "the device was reset or restored from a backup"
-DESKTOP_RESTORED = "this desktop file was restored from a backup; it becomes a new replica"
-FIRST_MEETING = "first sync between this desktop and this device"
 BATCH_BYTES = 256 * 1024  # records per BATCH are cut by estimated size, not count
 SOFTWARE = f"salesmgr {__version__}"
 M = TypeVar("M", bound=Message)
@@ -256,10 +251,6 @@ def receive_delta(
             f"batches but sent {len(records)} in {batches}"
         )
     return Delta(pipeline_id, message.replica, dict(message.knowledge), list(records.values()))
-
-
-def live_count(pipeline: Pipeline | None) -> int:
-    return 0 if pipeline is None else sum(1 for _ in pipeline.live())
 
 
 # --- what a session did -------------------------------------------------------------------------
@@ -464,74 +455,54 @@ class DesktopSession(_Session):
         allow_mass_change: bool,
     ) -> None:
         state = self._open(Mode.SYNC, desktop, dry_run)
-        device = state.device_replica
-        if not state.blank and state.pipeline_id != desktop.pipeline_id:
-            raise SessionError(
-                f"the device holds another pipeline ({state.name!r})", ErrorCode.PIPELINE
-            )
-        if device == desktop.replica_id:
-            raise SessionError(
-                "the device holds this very replica (was this file copied onto it without "
-                "salesmgr load?); load the device instead",
-                ErrorCode.PIPELINE,
-            )
-        slow = self.slow_reason(desktop, state)
-        untrusted: tuple[str, ...] = ()
-        if slow == DESKTOP_RESTORED and not dry_run:
-            # The device knows versions this file has forgotten: mint only new ones from now on,
-            # and weigh what the old identity wrote since the restore as concurrent edits.
-            untrusted = (desktop.fork(desktop.home),)
+        device = reported(state)
+        rules.check_device(desktop, device)
+        slow = rules.slow_reason(desktop, device)
+        untrusted = rules.fork_if_restored(desktop, slow, dry_run)
         self.result.slow = slow
-        self.channel.send(Pull(bool(slow), {} if slow else dict(desktop.knowledge)))
+        self.channel.send(Pull(bool(slow), rules.wanted(desktop, slow)))
         delta = receive_delta(self.channel, self.events, desktop.pipeline_id, self.registry)
         self.result.records_received = len(delta.records)
 
         desktop_before = live_count(desktop)
-        versions_before = (desktop.replica_id, dict(desktop.knowledge))
+        versions_before = rules.versions(desktop)
         merged = merge_delta(
             desktop, delta, policy=policy, registry=self.registry, untrusted=untrusted
         )
         # Record only what the device is known to hold; the rest waits for its next report.
-        desktop.peers[device] = dict(state.knowledge)
+        desktop.peers[device.replica] = dict(state.knowledge)
         self.result.report = merged.report
-        self.events(
-            "merged",
-            to_desktop=merged.report.to_desktop.as_json(),
-            to_device=merged.report.to_device.as_json(),
-            conflicts=len(merged.report.conflicts),
+        self.events("merged", **merged.report.progress())
+        self.result.mass_change = rules.brake(
+            merged, desktop_before, None if state.blank else state.live_records,
+            dry_run=dry_run, allow=allow_mass_change,
         )
-        reason = None if state.blank else merged.mass_change(desktop_before, state.live_records)
-        if reason and dry_run:
-            self.result.mass_change = reason
-        elif reason and not allow_mass_change:
-            raise MassChange(reason)
         if dry_run:
             self.channel.send(Finish(True))
             self.channel.receive(Ack)
             return
-        if (desktop.replica_id, desktop.knowledge) != versions_before:
-            save(desktop)
-            self.result.saved = True
+        self.result.saved = rules.commit(desktop, versions_before, save)
         self.result.records_sent = send_delta(
             self.channel, self.events, merged.back, self.registry, self.batch_bytes
         )
         self._finish()
 
-    @staticmethod
-    def slow_reason(desktop: Pipeline, state: State) -> str:
-        """Why the device must send everything, or "" when its changes since ours will do."""
-        device = state.device_replica
-        if state.blank:
-            return DEVICE_BLANK
-        if device in restored_replicas(desktop, state.knowledge, device):
-            return DEVICE_RESTORED
-        mine = desktop.replica_id
-        told = max(state.knowledge.get(mine, 0), (state.agreement or {}).get(mine, 0))
-        if told > desktop.knowledge.get(mine, 0):
-            return DESKTOP_RESTORED
-        if device not in desktop.peers and state.agreement is None:
-            return FIRST_MEETING
-        return ""
+
+
+def reported(state: State) -> DeviceReport:
+    """What the device's STATE says about it, in the terms of the session rules."""
+    return DeviceReport(
+        state.pipeline_id, state.device_replica, state.name, state.live_records,
+        state.knowledge, state.agreement, state.blank,
+    )
+
+
+def header_of(opening: Open) -> DesktopHeader:
+    """What the desktop's OPEN says about its pipeline, in the terms of the session rules."""
+    return DesktopHeader(
+        opening.pipeline_id, opening.desktop_replica, opening.name, opening.owner,
+        opening.currency, opening.extra, opening.knowledge,
+    )
 
 
 # --- the device side ---------------------------------------------------------------------------
@@ -569,63 +540,11 @@ class DeviceFile:
         except OSError as problem:
             raise PipelineFileError(self.path, f"cannot read ({problem.strerror})") from None
         pipeline = storage.decode(storage.read_bytes(self.path), str(self.path), self.registry)
-        stored = pipeline.replica_id
-        # The rule of storage.load (a copy away from its home becomes a replica of its own),
-        # applied here so that we know whether it happened.
-        here = storage.home_of(self.path)
-        if pipeline.home != here:
-            if pipeline.home:
-                pipeline.fork(here)
-            else:
-                pipeline.home = here
-        self.renamed = pipeline.replica_id != stored
+        self.renamed = storage.settle_home(pipeline, storage.home_of(self.path))
         return pipeline
 
     def save(self, pipeline: Pipeline) -> None:
         storage.save(pipeline, self.path, self.registry)
-
-
-@dataclass
-class DeviceView:
-    """The device's pipeline as one session sees it."""
-
-    pipeline: Pipeline | None
-    opening: Open
-    replica: str = field(default_factory=new_id)
-
-    @property
-    def blank(self) -> bool:
-        return self.pipeline is None or not self.pipeline.records
-
-    @property
-    def same(self) -> bool:
-        return self.pipeline is not None and self.pipeline.pipeline_id == self.opening.pipeline_id
-
-    def fresh(self) -> Pipeline:
-        """An empty pipeline with the desktop's header, to be filled by what it sends."""
-        o = self.opening
-        fresh = Pipeline(
-            pipeline_id=o.pipeline_id,
-            name=o.name,
-            owner=o.owner,
-            currency=o.currency,
-            replica_id=self.replica,
-            extra=dict(o.extra),
-        )
-        if self.same and self.pipeline is not None:
-            fresh.peers = copy.deepcopy(self.pipeline.peers)
-            if self.pipeline.counter:  # its own counter never goes back
-                fresh.knowledge[self.replica] = self.pipeline.counter
-        return fresh
-
-
-def everything_peers_saw(pipeline: Pipeline) -> dict[str, int]:
-    """The writes some peer of ``pipeline`` is known to hold (its desktops, for a device)."""
-    seen: dict[str, int] = {}
-    for known in pipeline.peers.values():
-        for replica, counter in known.items():
-            seen[replica] = max(counter, seen.get(replica, 0))
-    return seen
 
 
 class DeviceSession(_Session):
@@ -665,92 +584,67 @@ class DeviceSession(_Session):
         self.result.dry_run = opening.dry_run
         self.events("authenticated", peer_replica=opening.desktop_replica)
 
-        view = DeviceView(self.store.load(), opening)
-        if view.pipeline is not None and view.same:
-            view.replica = view.pipeline.replica_id
-        self.check(view)
-        device = view.pipeline if view.same else None
+        target = DeviceTarget(self.store.load(), header_of(opening))
+        rules.check_desktop(target, load=opening.mode is Mode.LOAD, registry=self.registry)
+        device = target.held if target.same else None
         self.result.device_records = live_count(device)
         knowledge = dict(device.knowledge) if device else {}
         agreement = device.peers.get(opening.desktop_replica) if device else None
         channel.send(
             State(
-                view.pipeline.pipeline_id if view.pipeline else None,
-                view.replica,
-                view.pipeline.name if view.pipeline else "",
+                target.held.pipeline_id if target.held else None,
+                target.replica,
+                target.held.name if target.held else "",
                 self.result.device_records,
                 knowledge,
                 dict(agreement) if agreement is not None else None,
-                blank=view.blank,
+                blank=target.blank,
             )
         )
         if opening.mode is Mode.LOAD:
-            self._load(view)
+            self._load(target)
         else:
-            self._sync(view, knowledge)
+            self._sync(target, knowledge, opening.dry_run)
 
-    def check(self, view: DeviceView) -> None:
-        """Refuse a sync of another pipeline, and a load that would overwrite unseen changes."""
-        device, opening = view.pipeline, view.opening
-        if device is None or view.blank:
-            return
-        if opening.mode is Mode.SYNC and not view.same:
-            text = (
-                f"the device holds another pipeline, {device.name!r} ({device.pipeline_id[:8]}); "
-                f"the desktop's is {opening.name!r} ({opening.pipeline_id[:8]})"
-            )
-            raise SessionError(text, ErrorCode.PIPELINE)
-        if opening.mode is Mode.LOAD:
-            seen = opening.knowledge if view.same else everything_peers_saw(device)
-            unseen = delta_since(device, seen, self.registry).records
-            if unseen:
-                whose = "the desktop has" if view.same else f"no desktop of {device.name!r} has"
-                count = f"{len(unseen)} changed record{'' if len(unseen) == 1 else 's'}"
-                raise SessionError(
-                    f"the device holds {count} {whose} not seen; "
-                    "sync first (salesmgr sync), then load",
-                    ErrorCode.REFUSED,
-                )
-
-    def _load(self, view: DeviceView) -> None:
+    def _load(self, target: DeviceTarget) -> None:
         everything = receive_delta(
-            self.channel, self.events, view.opening.pipeline_id, self.registry
+            self.channel, self.events, target.header.pipeline_id, self.registry
         )
         self.result.records_received = len(everything.records)
-        target = view.fresh()
-        apply_delta(target, everything)
-        self._commit(target, changed=True)
+        fresh = target.fresh()
+        apply_delta(fresh, everything)
+        self._commit(fresh, changed=True)
 
-    def _sync(self, view: DeviceView, knowledge: dict[str, int]) -> None:
+    def _sync(self, target: DeviceTarget, knowledge: dict[str, int], dry_run: bool) -> None:
         channel = self.channel
-        opening = view.opening
+        pipeline_id = target.header.pipeline_id
         pull = channel.receive(Pull)
-        device = view.pipeline if view.same else None
+        device = target.held if target.same else None
         if device is not None:
             delta = delta_since(device, pull.since, self.registry)
         else:
-            delta = Delta(opening.pipeline_id, view.replica, knowledge, [])
+            delta = Delta(pipeline_id, target.replica, knowledge, [])
         self.result.records_sent = send_delta(
             channel, self.events, delta, self.registry, self.batch_bytes
         )
         answer = channel.receive_any(Batch, DeltaEnd, Finish)
-        if isinstance(answer, Finish) or opening.dry_run:
+        if isinstance(answer, Finish) or dry_run:
             if not isinstance(answer, Finish):
-                receive_delta(channel, self.events, opening.pipeline_id, self.registry, answer)
+                receive_delta(channel, self.events, pipeline_id, self.registry, answer)
             channel.send(Ack(False, self.result.device_records, knowledge))
             return
-        back = receive_delta(channel, self.events, opening.pipeline_id, self.registry, answer)
+        back = receive_delta(channel, self.events, pipeline_id, self.registry, answer)
         self.result.records_received = len(back.records)
-        target: Pipeline = device if device is not None else view.fresh()
-        before = (dict(target.knowledge), copy.deepcopy(target.peers))
-        apply_delta(target, back)
+        into: Pipeline = device if device is not None else target.fresh()
+        before = (dict(into.knowledge), copy.deepcopy(into.peers))
+        apply_delta(into, back)
         changed = (
             device is None
             or self.store.renamed
             or bool(back.records)
-            or (target.knowledge, target.peers) != before
+            or (into.knowledge, into.peers) != before
         )
-        self._commit(target, changed)
+        self._commit(into, changed)
 
     def _commit(self, target: Pipeline, changed: bool) -> None:
         if changed:
