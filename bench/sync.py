@@ -33,7 +33,9 @@ from salesmgr import storage
 from salesmgr.emulator.device import DeviceEmulator
 from salesmgr.model.pipeline import Pipeline
 from salesmgr.plugin.manager import get_registry
-from salesmgr.sync.session import DesktopSession, DeviceFile, SessionResult
+from salesmgr.sync.device_file import DeviceFile
+from salesmgr.sync.results import SessionResult
+from salesmgr.sync.session import DesktopSession
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from codec import realistic_pipeline  # noqa: E402  (the shared generator of realistic data)

@@ -19,8 +19,11 @@ from salesmgr.plugin.hookspecs import hookimpl
 from salesmgr.plugin.interfaces import Link
 from salesmgr.plugin.manager import get_registry
 from salesmgr.storage import open_pipeline, save_pipeline
+from salesmgr.sync.channel import DEFAULT_TIMEOUT
 from salesmgr.sync.mailbox import DesktopDrops
-from salesmgr.sync.session import DEFAULT_TIMEOUT, DesktopSession, SessionResult, transport_for
+from salesmgr.sync.results import SessionResult
+from salesmgr.sync.session import DesktopSession
+from salesmgr.sync.transports import transport_for
 
 if TYPE_CHECKING:
     from salesmgr.model.pipeline import Pipeline

@@ -14,7 +14,9 @@ from salesmgr.emulator.device import DeviceEmulator
 from salesmgr.errors import PipelineFileError
 from salesmgr.plugin.interfaces import STREAM_FILTER, Listener, Mailbox
 from salesmgr.plugin.manager import get_registry
-from salesmgr.sync.session import DEFAULT_TIMEOUT, DeviceFile, transport_for
+from salesmgr.sync.channel import DEFAULT_TIMEOUT
+from salesmgr.sync.device_file import DeviceFile
+from salesmgr.sync.transports import transport_for
 from salesmgr.testing.faults import Faults
 
 

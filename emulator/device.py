@@ -18,8 +18,10 @@ from salesmgr import storage
 from salesmgr.errors import SalesmgrError, SyncError
 from salesmgr.plugin.interfaces import Link, Listener, Mailbox
 from salesmgr.plugin.manager import Registry
+from salesmgr.sync.channel import DEFAULT_TIMEOUT
+from salesmgr.sync.device_file import DeviceFile, DeviceStore
 from salesmgr.sync.mailbox import DeviceDrops, DeviceEvent
-from salesmgr.sync.session import DEFAULT_TIMEOUT, DeviceFile, DeviceSession, DeviceStore
+from salesmgr.sync.session import DeviceSession
 
 POLL = 0.2  # seconds between looks at the stop flag while no desktop is connected
 

@@ -27,7 +27,8 @@ from salesmgr.merge.engine import user_data
 from salesmgr.model.pipeline import Pipeline
 from salesmgr.plugin.manager import Registry, get_registry, make_plugin_manager, use_registry
 from salesmgr.plugins.progress import showing_progress
-from salesmgr.sync.session import DesktopSession, DeviceSession, SessionResult
+from salesmgr.sync.results import SessionResult
+from salesmgr.sync.session import DesktopSession, DeviceSession
 from salesmgr.testing.links import memory_link_pair
 
 SALESMGR = [str(Path(sys.executable).parent / "salesmgr")]  # the installed console script

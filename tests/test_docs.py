@@ -29,7 +29,7 @@ from salesmgr.emulator.device import DeviceEmulator
 from salesmgr.merge.engine import user_data
 from salesmgr.plugin import hookspecs
 from salesmgr.plugin.manager import Registry, make_plugin_manager, use_registry
-from salesmgr.sync.session import DeviceFile
+from salesmgr.sync.device_file import DeviceFile
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGINS_MD = (ROOT / "docs" / "plugins.md").read_text()

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from salesmgr.errors import ErrorCode, PeerError, ProtocolError, SyncError, VersionMismatch
-from salesmgr.sync.session import Channel
+from salesmgr.sync.channel import Channel
 from salesmgr.sync.wire import auth
 from salesmgr.sync.wire.protocol import (
     COMPILED,

@@ -15,13 +15,9 @@ from salesmgr.errors import ErrorCode, MergeError, PeerError, SalesmgrError, Syn
 from salesmgr.merge.engine import user_data
 from salesmgr.model.pipeline import Pipeline
 from salesmgr.plugin.manager import get_registry
-from salesmgr.sync.session import (
-    DesktopSession,
-    DeviceFile,
-    DeviceSession,
-    DeviceStore,
-    SessionResult,
-)
+from salesmgr.sync.device_file import DeviceFile, DeviceStore
+from salesmgr.sync.results import SessionResult
+from salesmgr.sync.session import DesktopSession, DeviceSession
 from salesmgr.testing.links import MemoryLink, memory_link_pair
 
 SECRET = "correct horse battery staple"

@@ -24,7 +24,9 @@ from salesmgr.merge.engine import user_data
 from salesmgr.model.pipeline import Pipeline
 from salesmgr.plugin.interfaces import STREAM_FILTER
 from salesmgr.plugin.manager import get_registry
-from salesmgr.sync.session import DesktopSession, DeviceFile, SessionResult
+from salesmgr.sync.device_file import DeviceFile
+from salesmgr.sync.results import SessionResult
+from salesmgr.sync.session import DesktopSession
 from salesmgr.testing.faults import Faults
 
 SECRET = "fault-tolerant"

@@ -32,8 +32,9 @@ from salesmgr.model.pipeline import Pipeline
 from salesmgr.plugin.interfaces import Mail
 from salesmgr.plugin.manager import get_registry
 from salesmgr.plugins.transport_folder import FolderMailbox, folder_of
-from salesmgr.sync.mailbox import APPLIED, DesktopDrops, DeviceDrops, DeviceEvent, DropResult
-from salesmgr.sync.session import DeviceFile
+from salesmgr.sync.device_file import DeviceFile
+from salesmgr.sync.mailbox import APPLIED, DesktopDrops, DeviceDrops, DeviceEvent
+from salesmgr.sync.results import DropResult
 from salesmgr.sync.wire import drops
 from salesmgr.sync.wire.drops import Answer, DropKind, Load, Offer
 

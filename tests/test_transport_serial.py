@@ -27,6 +27,7 @@ from salesmgr.plugins.transport_serial import (
     SerialTransport,
     parse_url,
 )
+from salesmgr.sync.transports import transport_for
 from salesmgr.testing.faults import Faults
 
 transport = SerialTransport()
@@ -114,6 +115,16 @@ def test_the_plugin_registers_the_serial_and_serial_pty_schemes() -> None:
     assert isinstance(registry.transport("serial-pty"), PtyTransport)
     provides = registry.plugins["salesmgr.plugins.transport_serial"].provides
     assert ("transport", "serial") in provides and ("transport", "serial-pty") in provides
+
+
+def test_a_url_that_is_only_a_registered_scheme_names_that_transport() -> None:
+    # ``--on serial-pty`` is routed like any URL: the serial plugin registered the scheme, the
+    # core knows no transport by name.
+    registry = Registry(make_plugin_manager(entry_points=False))
+    assert isinstance(transport_for("serial-pty", registry), PtyTransport)
+    assert isinstance(transport_for("serial-pty?baud=9600", registry), PtyTransport)
+    with pytest.raises(SyncError, match="'nowhere' is not a device URL"):
+        transport_for("nowhere", registry)
 
 
 def test_a_port_that_does_not_exist_is_a_clear_error() -> None:

@@ -49,8 +49,10 @@ from salesmgr.model.pipeline import Pipeline, now_ms
 from salesmgr.plugin.interfaces import Mailbox
 from salesmgr.plugin.manager import Registry, get_registry
 from salesmgr.sync import rules
+from salesmgr.sync.channel import DEFAULT_TIMEOUT, Events
+from salesmgr.sync.device_file import DeviceStore
+from salesmgr.sync.results import DropResult
 from salesmgr.sync.rules import DesktopHeader, DeviceReport, DeviceTarget, live_count, plural
-from salesmgr.sync.session import DEFAULT_TIMEOUT, DeviceStore, Events, SessionResult
 from salesmgr.sync.wire import auth, drops
 from salesmgr.sync.wire.drops import Answer, Drop, DropKind, Load, Offer, Refusal
 
@@ -238,57 +240,6 @@ class DropReader:
             return
         storage.settle_home(pipeline, self.mailbox.home(entry))
         look.files.append(PipelineEntry(entry, pipeline, mail.size))
-
-
-# --- what a desktop round did -------------------------------------------------------------------
-
-
-@dataclass
-class DropResult(SessionResult):
-    """A `SessionResult` for one drop or file taken from a mailbox."""
-
-    taken: str = ""  # the drop or file taken from the mailbox
-    written: str = ""  # the drop or file left there
-    waiting: str = ""  # the round needs the device to act first: why
-    notices: list[str] = field(default_factory=list)
-
-    def lines(self) -> list[str]:
-        out: list[str] = []
-        if self.mode == "load":
-            out.append(
-                f"left the whole pipeline for the device: {plural(self.records_sent, 'record')} "
-                f"in {self.written}"
-            )
-            out.append(
-                "the device takes it at its next look; it refuses if it holds changes this "
-                "desktop has not seen (then sync first)"
-            )
-        else:
-            out.append(f"took {self.taken}")
-            if self.report is not None:
-                out.extend(self.report.lines())
-            if self.slow:
-                out.append(f"slow sync (full comparison): {self.slow}")
-            if self.mass_change:
-                out.append(f"a real sync would stop: {self.mass_change}")
-            if self.written:
-                out.append(f"left {self.written} for the device")
-            if self.waiting:
-                out.append(self.waiting)
-        out.extend(f"note: {n}" for n in self.notices)
-        if self.dry_run:
-            out.append("dry run: nothing was written in the folder or to the desktop file")
-        out.append(self.traffic())
-        return out
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            **super().as_json(),
-            "taken": self.taken or None,
-            "written": self.written or None,
-            "waiting": self.waiting or None,
-            "notices": list(self.notices),
-        }
 
 
 # --- the desktop half ----------------------------------------------------------------------------

@@ -1,0 +1,126 @@
+"""What a sync session did, as lines for a person and as JSON, whatever carried it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from salesmgr.merge.engine import MergeReport
+from salesmgr.sync.rules import plural
+
+
+@dataclass
+class SessionResult:
+    side: str  # "desktop" or "device"
+    mode: str  # "sync" or "load"
+    peer_replica: str = ""
+    dry_run: bool = False
+    slow: str = ""  # why the device was asked for everything, if it was
+    report: MergeReport | None = None
+    mass_change: str | None = None  # a dry run that a real sync would refuse
+    committed: bool = False  # the device saved what it received
+    saved: bool = False  # this end wrote its file
+    records_received: int = 0
+    records_sent: int = 0
+    device_records: int = 0  # live records on the device at the end
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    seconds: float = 0.0
+
+    def traffic(self) -> str:
+        return (
+            f"{self.records_received} records received, {self.records_sent} sent; "
+            f"{self.bytes_sent} bytes sent, {self.bytes_received} received "
+            f"in {self.seconds:.2f} s"
+        )
+
+    def lines(self) -> list[str]:
+        out: list[str] = []
+        if self.side == "desktop" and self.mode == "load":
+            out.append(
+                f"loaded the device: {self.records_sent} records sent, "
+                f"it now holds {self.device_records}"
+            )
+        elif self.side == "desktop":
+            out.extend(self.report.lines() if self.report else [])
+        else:
+            state = "committed" if self.committed else "nothing written"
+            out.append(
+                f"{self.mode} with desktop {self.peer_replica[:8]}: {state}, "
+                f"device holds {self.device_records} records"
+            )
+        if self.slow:
+            out.append(f"slow sync (full comparison): {self.slow}")
+        if self.mass_change:
+            out.append(f"a real sync would stop: {self.mass_change}")
+        if self.dry_run:
+            out.append("dry run: nothing was written on either side")
+        out.append(self.traffic())
+        return out
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "side": self.side,
+            "mode": self.mode,
+            "peer_replica": self.peer_replica,
+            "dry_run": self.dry_run,
+            "slow_sync": self.slow or None,
+            "mass_change": self.mass_change,
+            "committed": self.committed,
+            "saved": self.saved,
+            "records_received": self.records_received,
+            "records_sent": self.records_sent,
+            "device_records": self.device_records,
+            "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
+            "seconds": round(self.seconds, 4),
+            "report": self.report.as_json() if self.report else None,
+        }
+
+
+@dataclass
+class DropResult(SessionResult):
+    """A `SessionResult` for one drop or file taken from a mailbox."""
+
+    taken: str = ""  # the drop or file taken from the mailbox
+    written: str = ""  # the drop or file left there
+    waiting: str = ""  # the round needs the device to act first: why
+    notices: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out: list[str] = []
+        if self.mode == "load":
+            out.append(
+                f"left the whole pipeline for the device: {plural(self.records_sent, 'record')} "
+                f"in {self.written}"
+            )
+            out.append(
+                "the device takes it at its next look; it refuses if it holds changes this "
+                "desktop has not seen (then sync first)"
+            )
+        else:
+            out.append(f"took {self.taken}")
+            if self.report is not None:
+                out.extend(self.report.lines())
+            if self.slow:
+                out.append(f"slow sync (full comparison): {self.slow}")
+            if self.mass_change:
+                out.append(f"a real sync would stop: {self.mass_change}")
+            if self.written:
+                out.append(f"left {self.written} for the device")
+            if self.waiting:
+                out.append(self.waiting)
+        out.extend(f"note: {n}" for n in self.notices)
+        if self.dry_run:
+            out.append("dry run: nothing was written in the folder or to the desktop file")
+        out.append(self.traffic())
+        return out
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            **super().as_json(),
+            "taken": self.taken or None,
+            "written": self.written or None,
+            "waiting": self.waiting or None,
+            "notices": list(self.notices),
+        }
