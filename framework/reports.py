@@ -1,0 +1,365 @@
+"""What a salesperson asks of a pipeline every morning: what it is worth, what is due, find a deal.
+
+A plain core module (no command line, no terminal) that the CLI and the web pages both call, so
+a figure is computed in one place:
+
+- ``forecast(pipeline, by="stage"|"month"|"owner", today=None) -> Forecast``: per group and
+  currency, the number of deals, their value and their probability-weighted value; totals per
+  currency (amounts in different currencies are never added together).  Lost deals are left
+  out (``include_lost=True`` keeps them, weighted at their probability, 0 by default).
+- ``agenda(pipeline, days=7, owner=None, today=None) -> list[AgendaItem]``: next actions that
+  are overdue or due within ``days`` days of ``today``, oldest first.
+- ``select(pipeline, search=None, stage=None, owner=None, due_before=None, sort=None)
+  -> list[Record]``: the live opportunities that match, sorted.
+
+Amounts are exact `Decimal`s: a weighted value is ``value * probability / 100`` without
+rounding, so totals are exact; whoever shows them rounds (``money_2dp``).  A deal without a
+probability is weighted by its stage's usual probability (``STAGE_PROBABILITY``), the way CRMs
+default it; a deal without a value counts with value 0.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any, Literal
+
+from salesmgr.errors import ValidationError
+from salesmgr.model.pipeline import Pipeline, Record
+
+OPPORTUNITY = "opportunity"
+GroupBy = Literal["stage", "month", "owner"]
+GROUPINGS: tuple[GroupBy, ...] = ("stage", "month", "owner")
+
+# The probability a deal is weighted by when it has none of its own (the usual CRM defaults).
+STAGE_PROBABILITY: Mapping[str, int] = {
+    "Lead": 10,
+    "Qualified": 25,
+    "Proposal": 50,
+    "Negotiation": 75,
+    "Won": 100,
+    "Lost": 0,
+}
+LOST = "Lost"
+CENT = Decimal("0.01")
+
+
+def money_2dp(amount: Decimal) -> Decimal:
+    """An amount rounded to cents for display (half up, as people round money)."""
+    return amount.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def amount_of(record: Record) -> Decimal:
+    try:
+        return Decimal(record.values.get("value") or "0")
+    except InvalidOperation:  # written by a foreign version: it is worth nothing we can add
+        return Decimal(0)
+
+
+def probability_of(record: Record) -> int:
+    """The deal's own probability, else its stage's usual one, else 0."""
+    text = record.values.get("probability")
+    if text:
+        try:
+            return int(text)
+        except ValueError:
+            pass
+    return STAGE_PROBABILITY.get(record.values.get("stage", ""), 0)
+
+
+def currency_of(record: Record, pipeline: Pipeline) -> str:
+    return record.values.get("currency") or pipeline.currency
+
+
+def value_totals(pipeline: Pipeline, records: Iterable[Record]) -> dict[str, Decimal]:
+    """The summed value of ``records`` per currency, by currency code."""
+    totals: dict[str, Decimal] = {}
+    for record in records:
+        currency = currency_of(record, pipeline)
+        totals[currency] = totals.get(currency, Decimal(0)) + amount_of(record)
+    return dict(sorted(totals.items()))
+
+
+# -- forecast ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ForecastRow:
+    """One group in one currency.  ``group`` is "" for deals without a close date or owner."""
+
+    group: str
+    currency: str
+    count: int
+    value: Decimal
+    weighted: Decimal
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "group": self.group or None,
+            "currency": self.currency,
+            "count": self.count,
+            "value": f"{money_2dp(self.value):f}",
+            "weighted": f"{money_2dp(self.weighted):f}",
+        }
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """Rows in the grouping's natural order (stages as declared, months in time, owners by name;
+    the empty group last), then a total row per currency in ``totals`` (by currency code)."""
+
+    by: GroupBy
+    rows: list[ForecastRow]
+    totals: list[ForecastRow] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "by": self.by,
+            "rows": [row.as_json() for row in self.rows],
+            "totals": [{k: v for k, v in t.as_json().items() if k != "group"}
+                       for t in self.totals],
+        }
+
+
+def stage_order(stages: Iterable[str]) -> Callable[[str], tuple[int, str]]:
+    """Sort key putting stages in their declared order, unknown ones after, by name."""
+    rank = {name: i for i, name in enumerate(stages)}
+    return lambda name: (rank.get(name, len(rank)), name.casefold())
+
+
+def declared_stages() -> tuple[str, ...]:
+    """The stages the opportunity record type declares, in order (its stage field's choices)."""
+    from salesmgr.plugin.manager import get_registry
+
+    spec = get_registry().record_type(OPPORTUNITY).by_name.get("stage")
+    return tuple(getattr(spec.kind, "choices", ())) if spec is not None else ()
+
+
+def group_of(record: Record, by: GroupBy) -> str:
+    if by == "stage":
+        return record.values.get("stage", "")
+    if by == "month":
+        return record.values.get("close_date", "")[:7]  # YYYY-MM
+    return record.values.get("owner", "")
+
+
+@dataclass
+class Sum:
+    """A running count, value and weighted value."""
+
+    count: int = 0
+    value: Decimal = Decimal(0)
+    weighted: Decimal = Decimal(0)
+
+    def add(self, count: int, value: Decimal, weighted: Decimal) -> None:
+        self.count += count
+        self.value += value
+        self.weighted += weighted
+
+
+def group_order(by: GroupBy) -> Callable[[tuple[str, str]], Any]:
+    """Sort key of a (group, currency) pair: the grouping's natural order, the empty group last."""
+    if by == "stage":
+        order = stage_order(declared_stages())
+        return lambda key: (key[0] == "", order(key[0]), key[1])
+    return lambda key: (key[0] == "", key[0].casefold(), key[0], key[1])
+
+
+def forecast(
+    pipeline: Pipeline,
+    by: GroupBy = "stage",
+    today: date | None = None,
+    *,
+    include_lost: bool = False,
+) -> Forecast:
+    """Value and weighted value of the live opportunities, per group of ``by`` and currency.
+
+    ``today`` is accepted for symmetry with `agenda` and for callers that pin the clock; the
+    figures do not depend on it."""
+    if by not in GROUPINGS:
+        raise ValidationError(f"cannot group a forecast by {by!r} (one of {', '.join(GROUPINGS)})")
+    sums: dict[tuple[str, str], Sum] = {}
+    for record in pipeline.live(OPPORTUNITY):
+        if not include_lost and record.values.get("stage") == LOST:
+            continue
+        value = amount_of(record)
+        key = (group_of(record, by), currency_of(record, pipeline))
+        sums.setdefault(key, Sum()).add(1, value, value * probability_of(record) / 100)
+    order = group_order(by)
+    rows = [ForecastRow(group, currency, s.count, s.value, s.weighted)
+            for (group, currency), s in sorted(sums.items(), key=lambda i: order(i[0]))]
+    totals: dict[str, Sum] = {}
+    for row in rows:
+        totals.setdefault(row.currency, Sum()).add(row.count, row.value, row.weighted)
+    return Forecast(
+        by,
+        rows,
+        [ForecastRow("", c, s.count, s.value, s.weighted) for c, s in sorted(totals.items())],
+    )
+
+
+# -- agenda -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AgendaItem:
+    """A next action that is due: ``overdue`` when its date is before today."""
+
+    record_id: str
+    company: str
+    title: str
+    next_action: str
+    due: date
+    overdue: bool
+    owner: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.record_id,
+            "company": self.company,
+            "title": self.title,
+            "next_action": self.next_action,
+            "due": self.due.isoformat(),
+            "overdue": self.overdue,
+            "owner": self.owner,
+        }
+
+
+def due_date(record: Record) -> date | None:
+    text = record.values.get("next_action_date")
+    if not text:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:  # a foreign version's value: not a date we can schedule
+        return None
+
+
+def same_owner(record: Record, owner: str | None) -> bool:
+    return owner is None or record.values.get("owner", "").casefold() == owner.casefold()
+
+
+def agenda(
+    pipeline: Pipeline, days: int = 7, owner: str | None = None, today: date | None = None
+) -> list[AgendaItem]:
+    """Next actions of live opportunities, whatever their stage, that are overdue or due
+    within ``days`` days after ``today`` (inclusive), oldest first (then by company)."""
+    if days < 0:
+        raise ValidationError(f"--days must be 0 or more, not {days}")
+    today = today or date.today()
+    horizon = today + timedelta(days=days)
+    items = []
+    for record in pipeline.live(OPPORTUNITY):
+        due = due_date(record)
+        if due is None or due > horizon or not same_owner(record, owner):
+            continue
+        values = record.values
+        items.append(
+            AgendaItem(
+                record.id,
+                values.get("company", ""),
+                values.get("title", ""),
+                values.get("next_action", ""),
+                due,
+                due < today,
+                values.get("owner", ""),
+            )
+        )
+    items.sort(key=lambda i: (i.due, i.company.casefold(), i.title.casefold(), i.record_id))
+    return items
+
+
+# -- select -----------------------------------------------------------------------------------
+
+SEARCHED = ("company", "contact", "title", "notes")
+# Sort keys and how each compares; "-KEY" sorts descending.  Empty values sort last either way.
+SORT_KEYS = (
+    "company", "title", "stage", "value", "probability", "close_date", "next_action_date",
+    "owner", "created",
+)
+
+
+def fold(text: str) -> str:
+    """``Müller`` -> ``muller``, ``STRASSE`` and ``Straße`` alike: accents and case ignored."""
+    if text.isascii():
+        return text.casefold()
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def matches_search(record: Record, words: list[str]) -> bool:
+    values = record.values
+    haystack = fold("\n".join(values.get(name, "") for name in SEARCHED))
+    return all(word in haystack for word in words)
+
+
+def sort_value(record: Record, key: str) -> Any:
+    text = record.values.get(key, "")
+    if key == "value":
+        return amount_of(record)
+    if key == "probability":
+        return int(text) if text.isdigit() else 0
+    if key == "stage":
+        return stage_order(declared_stages())(text)
+    return fold(text)
+
+
+def sorted_records(records: list[Record], sort: str | None) -> list[Record]:
+    """By company then title (the default), or by ``sort`` (``-`` in front: descending), then
+    company and title; records without the sort field come last."""
+    by_company = sorted(
+        records,
+        key=lambda r: (fold(r.values.get("company", "")), fold(r.values.get("title", "")), r.id),
+    )
+    if sort is None or sort in ("company", ""):
+        return by_company
+    descending = sort.startswith("-")
+    key = sort.removeprefix("-").replace("-", "_")
+    if key not in SORT_KEYS:
+        raise ValidationError(f"cannot sort by {sort!r} (one of {', '.join(SORT_KEYS)}; "
+                              "put - in front to sort descending)")
+    present = [r for r in by_company if r.values.get(key)]
+    missing = [r for r in by_company if not r.values.get(key)]
+    if key == "stage":
+        order = stage_order(declared_stages())
+        present.sort(key=lambda r: order(r.values["stage"]), reverse=descending)
+    else:
+        present.sort(key=lambda r: sort_value(r, key), reverse=descending)
+    return present + missing
+
+
+def select(
+    pipeline: Pipeline,
+    search: str | None = None,
+    stage: str | None = None,
+    owner: str | None = None,
+    due_before: date | None = None,
+    sort: str | None = None,
+) -> list[Record]:
+    """The live opportunities that match every filter given:
+
+    - ``search``: each word appears in the company, contact, title or notes (accents and case
+      ignored: ``muller`` finds ``Müller``);
+    - ``stage``: the stage, case ignored; ``owner``: the owner, case ignored;
+    - ``due_before``: the next action is due before this day (not on it).
+    """
+    words = fold(search).split() if search else []
+    wanted_stage = stage.casefold() if stage is not None else None
+    chosen = []
+    for record in pipeline.live(OPPORTUNITY):
+        values = record.values
+        if wanted_stage is not None and values.get("stage", "").casefold() != wanted_stage:
+            continue
+        if not same_owner(record, owner):
+            continue
+        if due_before is not None:
+            due = due_date(record)
+            if due is None or due >= due_before:
+                continue
+        if words and not matches_search(record, words):
+            continue
+        chosen.append(record)
+    return sorted_records(chosen, sort)
