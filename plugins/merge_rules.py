@@ -52,18 +52,7 @@ def salesmgr_register_record_types(register: Callable[[RecordType], None]) -> No
 
 @hookimpl(trylast=True)
 def salesmgr_collect_changes(replica: Pipeline, since: Mapping[str, int]) -> list[Record]:
-    seen = since.get
-    changed = []
-    for record in replica.records.values():
-        dot = record.dot
-        if seen(dot.replica, 0) < dot.counter:
-            changed.append(record)
-            continue
-        for dot in record.field_dots.values():
-            if seen(dot.replica, 0) < dot.counter:
-                changed.append(record)
-                break
-    return changed
+    return replica.changed_since(since)
 
 
 @hookimpl(trylast=True)

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import gc
 import io
-import re
 import struct
 import zlib
 from array import array
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from itertools import accumulate, compress, filterfalse, repeat
+from itertools import filterfalse
 from operator import attrgetter
 from typing import Any
 
@@ -31,15 +30,29 @@ import construct as cs
 from construct import this
 
 from salesmgr.errors import PipelineFileError, ValidationError
-from salesmgr.model.pipeline import Dot, Pipeline, Record
+from salesmgr.model.pipeline import Pipeline, Record
+from salesmgr.model.record_table import GONE, RecordTable
 from salesmgr.plugin.hookspecs import hookimpl
 from salesmgr.plugin.interfaces import Codec
+from salesmgr.plugins.section_table import (
+    ABSENT,
+    BIG_ENDIAN_HOST,
+    CANONICAL_UUID,
+    DELETED_FLAG,
+    DOT,
+    OVERRIDE,
+    U32,
+    CorruptSection,
+    SectionTable,
+    mentioned_replicas,
+    splice_section,
+    uuid_text,
+    uuid_texts,
+)
 
 MAGIC = b"SMGRPIPE"
 MAJOR, MINOR = 1, 0
 MAX_BODY = 1 << 32  # 4 GiB: far beyond any pipeline; a larger declared length is hostile
-ABSENT = 0xFFFFFFFF  # column length meaning "this record has no value for this field"
-DELETED_FLAG = 0x01  # the only record flag of version 1; the other bits must be 0
 
 Envelope = cs.Struct(
     "magic" / cs.Const(MAGIC),
@@ -53,8 +66,6 @@ ENVELOPE_SIZE = Envelope.sizeof()
 CRC_COVERS = ENVELOPE_SIZE - 4  # the envelope bytes before the crc32 field
 
 Text = cs.PascalString(cs.Int32ul, "utf8")
-DOT = struct.Struct("<IQq")  # replica index, counter, wall clock in ms
-OVERRIDE = struct.Struct("<IIQq")  # record index, then a DOT
 KNOWLEDGE = struct.Struct("<IQ")  # replica index, highest counter seen from it
 
 Column = cs.Struct(
@@ -102,18 +113,7 @@ Body = cs.Struct(
 )
 CompiledBody = Body.compile()
 
-U32 = "I" if array("I").itemsize == 4 else "L"
-BIG_ENDIAN_HOST = struct.pack("=I", 1) != struct.pack("<I", 1)
-CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
-def uuid_text(raw: bytes) -> str:
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-def uuid_texts(raw: bytes) -> list[str]:
-    return [uuid_text(raw[i : i + 16]) for i in range(0, len(raw), 16)]
+Plan = tuple[SectionTable, dict[int, Record]]  # a section read, and its changed records
 
 
 def uuid_bytes(texts: list[str], what: str) -> bytes:
@@ -258,70 +258,20 @@ class PipelineCodecV1(Codec):
         kinds = [s.kind for s in parsed.sections]
         if len(set(kinds)) != len(kinds):
             raise CorruptBody("a record type has two sections")
-        for section in parsed.sections:
-            self.read_section(section, replicas, pipeline.records)
-        return pipeline
-
-    @staticmethod
-    def read_section(section: Any, replicas: list[str], records: dict[str, Record]) -> None:
-        count, kind = section.count, section.kind
-        where = f"section {kind!r}"
-        if section.flags.translate(None, bytes([0, DELETED_FLAG])):
-            raise CorruptBody(f"record flags this version does not have in {where}")
-        names = [c.name for c in section.columns]
-        if len(set(names)) != len(names):
-            raise CorruptBody(f"a column appears twice in {where}")
         try:
-            new_dot = Dot._make
-            dots = [new_dot((c, replicas[r], at)) for r, c, at in DOT.iter_unpack(section.dots)]
-        except IndexError:
-            raise CorruptBody(f"a replica index in {where} is out of range") from None
-
-        # Columns every record has become each record's dict in one C-level pass; the sparse
-        # ones are then added value by value.
-        full: list[tuple[str, list[str]]] = []
-        sparse: list[tuple[str, list[int], list[str]]] = []
-        for column in section.columns:
-            present, texts = column_texts(column, count, where)
-            if present is None:
-                full.append((column.name, texts))
-            else:
-                sparse.append((column.name, present, texts))
-        if full:
-            full_names = tuple(name for name, _ in full)
-            rows = zip(*(texts for _, texts in full), strict=True)
-            values = list(map(dict, map(zip, repeat(full_names), rows)))
-        else:
-            values = [{} for _ in range(count)]
-        for name, present, texts in sparse:
-            for index, text in zip(present, texts, strict=True):
-                values[index][name] = text
-
-        field_dots: list[dict[str, Dot]] = [{} for _ in range(count)]
-        shared: dict[tuple[int, int, int], Dot] = {}  # one Dot per edit, as in memory
-        for column in section.columns:
-            name = column.name
-            for index, r, c, at in OVERRIDE.iter_unpack(column.overrides):
-                if index >= count:
-                    raise CorruptBody(f"record index {index} out of range in {where}")
-                if name in field_dots[index]:
-                    raise CorruptBody(f"field {name!r} of one record has two versions in {where}")
-                key = (r, c, at)
-                found = shared.get(key)
-                if found is None:
-                    if r >= len(replicas):
-                        raise CorruptBody(f"a replica index in {where} is out of range")
-                    found = shared[key] = Dot(c, replicas[r], at)
-                field_dots[index][name] = found
-
-        ids = uuid_texts(section.ids)
-        deleted = list(map(bool, section.flags))
-        before = len(records)
-        records.update(
-            zip(ids, map(Record, repeat(kind), ids, values, dots, field_dots, deleted), strict=True)
-        )
-        if len(records) != before + count:
-            raise CorruptBody(f"a record id appears twice (in {where})")
+            tables = [
+                SectionTable(section, replicas, f"section {section.kind!r}")
+                for section in parsed.sections
+            ]
+        except CorruptSection as problem:
+            raise CorruptBody(str(problem)) from None
+        if len(tables) > 1:
+            every_id = set().union(*(table.positions for table in tables))
+            if len(every_id) != sum(table.count for table in tables):
+                raise CorruptBody("a record id appears twice (in two sections)")
+        # Records are made as they are used: a merge or a sync reads few of 100,000.
+        pipeline.records = RecordTable(list(tables))
+        return pipeline
 
     # -- writing ----------------------------------------------------------------------------
     def encode(self, pipeline: Pipeline) -> bytes:
@@ -341,18 +291,18 @@ class PipelineCodecV1(Codec):
             ) from None
 
     def build(self, pipeline: Pipeline) -> bytes:
-        replicas = self.replicas_of(pipeline)
+        sections, plans = self.plan(pipeline)
+        replicas = self.replicas_of(pipeline, sections, plans)
         index = {rid: i for i, rid in enumerate(replicas)}
 
         def knowledge_bytes(knowledge: dict[str, int]) -> bytes:
             return b"".join(KNOWLEDGE.pack(index[r], c) for r, c in sorted(knowledge.items()))
 
-        by_kind: dict[str, list[Record]] = {}
-        for record in pipeline.records.values():
-            by_kind.setdefault(record.kind, []).append(record)
-        sections = [
-            self.section(kind, sorted(by_kind[kind], key=attrgetter("id")), index)
-            for kind in sorted(by_kind)
+        built = [
+            splice_section(*plans[kind], index)
+            if kind in plans
+            else self.section(kind, sorted(sections[kind], key=attrgetter("id")), index)
+            for kind in sorted(sections)
         ]
         body = Body.build(
             {
@@ -373,8 +323,8 @@ class PipelineCodecV1(Codec):
                 ],
                 "extra_count": len(pipeline.extra),
                 "extra": [{"key": k, "value": v} for k, v in sorted(pipeline.extra.items())],
-                "section_count": len(sections),
-                "sections": sections,
+                "section_count": len(built),
+                "sections": built,
             }
         )
         if len(body) > MAX_BODY:
@@ -385,12 +335,55 @@ class PipelineCodecV1(Codec):
         return head + struct.pack("<I", zlib.crc32(body, zlib.crc32(head))) + body
 
     @staticmethod
-    def replicas_of(pipeline: Pipeline) -> list[str]:
+    def plan(pipeline: Pipeline) -> tuple[dict[str, list[Record]], dict[str, Plan]]:
+        """The records of each type to encode, and for the types read from a file whose records
+        are still the same set, the section read and its changed records: those sections are
+        spliced (the bytes of the records nobody changed are copied, not encoded again)."""
+        records = pipeline.records
+        sections: dict[str, list[Record]] = {}
+        plans: dict[str, Plan] = {}
+        if not isinstance(records, RecordTable):
+            for record in records.values():
+                sections.setdefault(record.kind, []).append(record)
+            return sections, plans
+        added: dict[str, list[Record]] = {}
+        for record in records.added.values():
+            added.setdefault(record.kind, []).append(record)
+        for number, table in enumerate(records.sources):
+            if not isinstance(table, SectionTable):
+                raise TypeError(f"cannot splice a section read by {type(table).__name__}")
+            slots = records.slots[number]
+            strays = [r for _, r in records.made(number) if r.kind != table.kind]
+            if table.kind in added or strays or GONE in slots or table.bulk is not None:
+                for record in records.section(number):
+                    sections.setdefault(record.kind, []).append(record)
+                continue
+            sections.setdefault(table.kind, [])  # a placeholder: its records are the table's
+            plans[table.kind] = (
+                table,
+                {i: r for i, r in records.made(number) if not table.unchanged(i, r)},
+            )
+        for kind, more in added.items():
+            sections.setdefault(kind, []).extend(more)
+        return {kind: found for kind, found in sections.items() if found or kind in plans}, plans
+
+    @staticmethod
+    def replicas_of(
+        pipeline: Pipeline, sections: dict[str, list[Record]], plans: dict[str, Plan]
+    ) -> list[str]:
         """Every replica id the file mentions, sorted, so equal pipelines encode equally."""
         seen = {pipeline.replica_id, *pipeline.knowledge, *pipeline.peers}
         for known in pipeline.peers.values():
             seen.update(known)
-        for record in pipeline.records.values():
+        records: list[Record] = []
+        for kind, found in sections.items():
+            if kind in plans:
+                table, changed = plans[kind]
+                seen.update(mentioned_replicas(table, changed))
+                records.extend(changed.values())
+            else:
+                records.extend(found)
+        for record in records:
             seen.add(record.dot.replica)
             for d in record.field_dots.values():
                 seen.add(d.replica)
@@ -482,33 +475,6 @@ def column_bytes(texts: list[str | None]) -> tuple[bytes, bytes]:
     if BIG_ENDIAN_HOST:
         lengths.byteswap()
     return lengths.tobytes(), data
-
-
-def column_texts(column: Any, count: int, where: str) -> tuple[list[int] | None, list[str]]:
-    """(indexes of the records that have a value, or None when all have one; their texts)."""
-    lengths: Any = array(U32)
-    lengths.frombytes(column.lengths)
-    if BIG_ENDIAN_HOST:
-        lengths.byteswap()
-    present: list[int] | None = None
-    if ABSENT in lengths:
-        has_value = list(map(ABSENT.__ne__, lengths))
-        present = list(compress(range(count), has_value))
-        lengths = list(compress(lengths, has_value))
-    data = column.data
-    ends = list(accumulate(lengths))
-    if (ends[-1] if ends else 0) != len(data):
-        raise CorruptBody(f"the lengths in column {column.name!r} of {where} do not add up")
-    slices = map(slice, [0, *ends[:-1]], ends)
-    if data.isascii():
-        # One decode for the whole column; byte offsets are then character offsets.
-        return present, list(map(data.decode("ascii").__getitem__, slices))
-    try:
-        return present, list(map(bytes.decode, map(data.__getitem__, slices)))
-    except UnicodeDecodeError:
-        raise CorruptBody(
-            f"column {column.name!r} of {where} holds text that is not valid UTF-8"
-        ) from None
 
 
 @hookimpl

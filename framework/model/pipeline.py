@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from salesmgr.errors import UnknownRecordError, ValidationError
 from salesmgr.model.fields import RecordType
+from salesmgr.model.record_table import RecordSource, RecordTable
 
 DELETED = "_deleted"  # pseudo-field whose dot says when a record was deleted or brought back
 # Hidden field "~notes" remembers the text a free-text field was edited from, so two concurrent
@@ -40,16 +41,83 @@ class Dot(NamedTuple):
         return datetime.fromtimestamp(self.at / 1000, UTC).isoformat(timespec="seconds")
 
 
-@dataclass(slots=True)
 class Record:
-    """One opportunity, activity or plugin-defined record, with the version of each field."""
+    """One opportunity, activity or plugin-defined record, with the version of each field.
 
-    kind: str
-    id: str
-    values: dict[str, str]
-    dot: Dot
-    field_dots: dict[str, Dot] = field(default_factory=dict)
-    deleted: bool = False
+    A record read from a file may leave its values in the file's bytes (``source``, ``index``)
+    until ``values`` is first read: a merge or a sync of 100,000 records decodes only the
+    records it looks at, and a save copies the bytes of those nobody opened."""
+
+    __slots__ = ("kind", "id", "_values", "dot", "field_dots", "deleted", "source", "index")
+
+    def __init__(
+        self,
+        kind: str,
+        id: str,
+        values: dict[str, str] | None,
+        dot: Dot,
+        field_dots: dict[str, Dot] | None = None,
+        deleted: bool = False,
+        source: RecordSource | None = None,
+        index: int = -1,
+    ) -> None:
+        self.kind = kind
+        self.id = id
+        self._values = values
+        self.dot = dot
+        self.field_dots: dict[str, Dot] = {} if field_dots is None else field_dots
+        self.deleted = deleted
+        self.source = source  # where the values are while ``_values`` is None
+        self.index = index
+
+    @property
+    def values(self) -> dict[str, str]:
+        values = self._values
+        if values is None:
+            if self.source is None:
+                raise ValueError(f"record {self.id} has neither values nor a source")
+            values = self._values = self.source.values_of(self.index)
+        return values
+
+    @values.setter
+    def values(self, values: dict[str, str]) -> None:
+        self._values = values
+
+    @property
+    def opened(self) -> bool:
+        """Whether ``values`` was read (and so may have been changed in place)."""
+        return self._values is not None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Record):
+            return NotImplemented
+        return (
+            self.kind == other.kind
+            and self.id == other.id
+            and self.dot == other.dot
+            and self.deleted == other.deleted
+            and self.field_dots == other.field_dots
+            and self.values == other.values
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable: compared by content, never hashed
+
+    def __repr__(self) -> str:
+        return (
+            f"Record(kind={self.kind!r}, id={self.id!r}, values={self.values!r}, "
+            f"dot={self.dot!r}, field_dots={self.field_dots!r}, deleted={self.deleted!r})"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Copies and pickles carry the values themselves, not the file they may still be in.
+        return (Record, (self.kind, self.id, self.values, self.dot, self.field_dots, self.deleted))
+
+    def unseen_by(self, since: Mapping[str, int]) -> bool:
+        """Whether the record holds a write a replica with knowledge ``since`` lacks."""
+        seen = since.get
+        if seen(self.dot.replica, 0) < self.dot.counter:
+            return True
+        return any(seen(d.replica, 0) < d.counter for d in self.field_dots.values())
 
     def dot_of(self, name: str) -> Dot:
         return self.field_dots.get(name, self.dot)
@@ -121,7 +189,8 @@ class Pipeline:
     knowledge: dict[str, int] = field(default_factory=dict)
     # What this replica last learned each other replica knows (to purge tombstones safely).
     peers: dict[str, dict[str, int]] = field(default_factory=dict)
-    records: dict[str, Record] = field(default_factory=dict)
+    # A dict, or a RecordTable when read from a file (records made as they are used).
+    records: MutableMapping[str, Record] = field(default_factory=dict)
     # Header entries written by a newer version or a plugin: kept and written back unchanged.
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -156,15 +225,34 @@ class Pipeline:
 
     # -- reading ----------------------------------------------------------------------------
     def live(self, kind: str | None = None) -> Iterator[Record]:
-        for record in self.records.values():
+        records = self.records
+        if kind is not None and isinstance(records, RecordTable):
+            # Only the sections of that type are made (activities, not 100,000 opportunities).
+            found: Iterable[Record] = records.of_kind(kind)
+        else:
+            found = records.values()
+        for record in found:
             if not record.deleted and (kind is None or record.kind == kind):
                 yield record
+
+    def live_count(self) -> int:
+        """How many records are not deleted (read from the file's flags where it can)."""
+        if isinstance(self.records, RecordTable):
+            return self.records.live_count()
+        return sum(not record.deleted for record in self.records.values())
+
+    def changed_since(self, since: Mapping[str, int]) -> list[Record]:
+        """The records holding a write that a replica with knowledge ``since`` lacks, in the
+        records' order (from the file's bytes where it can, making only those records)."""
+        if isinstance(self.records, RecordTable):
+            return self.records.changed_since(since)
+        return [record for record in self.records.values() if record.unseen_by(since)]
 
     def find(self, record_id: str, kind: str | None = None) -> Record:
         """The live record with this id (a unique prefix of at least 4 characters also works)."""
         record = self.records.get(record_id)
         if record is None and len(record_id) >= 4:
-            matches = [r for r in self.records.values() if r.id.startswith(record_id)]
+            matches = [self.records[i] for i in self.records if i.startswith(record_id)]
             live = [r for r in matches if not r.deleted]
             if len(live) == 1:
                 record = live[0]

@@ -60,7 +60,7 @@ def plural(count: int, word: str) -> str:
 
 
 def live_count(pipeline: Pipeline | None) -> int:
-    return 0 if pipeline is None else sum(1 for _ in pipeline.live())
+    return 0 if pipeline is None else pipeline.live_count()
 
 
 # --- who is who ------------------------------------------------------------------------------

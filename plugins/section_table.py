@@ -1,0 +1,484 @@
+"""One section of a pipeline file as read: its records stay in the file's bytes until used.
+
+Making a Python object of every record and a string of every field was most of the time of
+reading a 100,000-record file, while a merge or a sync looks at the few records that changed.
+A `SectionTable` is the `RecordSource` of one section: it checks the section whole when the
+file is read (every rule `docs/file-format.md` gives a reader), then makes a record when one is
+looked up, decodes its values when they are first read, and answers "how many live", "which
+changed since" from the bytes.  A save copies the bytes of every record nobody changed
+(`splice_section`) instead of encoding them again; the result is byte for byte what encoding
+every record gives (the format has one canonical encoding, and a test holds the two to it).
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import sys
+from array import array
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from functools import partial
+from itertools import accumulate, compress, repeat
+from operator import mul, sub
+from typing import Any
+
+from salesmgr.model.pipeline import Dot, Record
+
+ABSENT = 0xFFFFFFFF  # column length meaning "this record has no value for this field"
+DELETED_FLAG = 0x01  # the only record flag of version 1; the other bits must be 0
+DOT = struct.Struct("<IQq")  # replica index, counter, wall clock in ms
+OVERRIDE = struct.Struct("<IIQq")  # record index, then a DOT
+U32 = "I" if array("I").itemsize == 4 else "L"
+BIG_ENDIAN_HOST = sys.byteorder == "big"
+DOT_WORDS = DOT.size // 4  # a dot is 5 u32 words; its replica index is the first
+OVERRIDE_WORDS = OVERRIDE.size // 4  # an override is 6 u32 words; its replica index the second
+BLOCK = 128  # records per entry of a column's table of value starts
+FULL_STARTS_AFTER = 4096  # values read from a column before every start is worked out
+UNMENTIONED = 0xFFFFFFFF  # the new index of a replica no record mentions any more
+CONTINUATION = bytes(range(0x80, 0xC0))  # UTF-8 bytes that cannot start a character
+CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+class CorruptSection(Exception):
+    """The section breaks a rule of the format (the codec names the file)."""
+
+
+def uuid_text(raw: bytes) -> str:
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def uuid_texts(raw: bytes) -> list[str]:
+    return [uuid_text(raw[i : i + 16]) for i in range(0, len(raw), 16)]
+
+
+def id_bytes(record_id: str) -> bytes:
+    """The 16 bytes of a canonical id, or b"" (which no section holds) for any other text."""
+    if not CANONICAL_UUID.fullmatch(record_id):
+        return b""
+    return bytes.fromhex(record_id.replace("-", ""))
+
+
+def u32_array(raw: bytes | bytearray) -> array[int]:
+    numbers = array(U32)
+    numbers.frombytes(raw)
+    if BIG_ENDIAN_HOST:
+        numbers.byteswap()
+    return numbers
+
+
+def u32_bytes(numbers: array[int]) -> bytes:
+    if BIG_ENDIAN_HOST:
+        numbers = array(U32, numbers)
+        numbers.byteswap()
+    return numbers.tobytes()
+
+
+class ColumnTable:
+    """One column of a section: a length per record and the values' UTF-8, concatenated."""
+
+    __slots__ = (
+        "name", "lengths", "data", "overrides", "ascii", "present", "_starts", "_blocks", "_looked"
+    )
+
+    def __init__(self, column: Any, count: int, where: str) -> None:
+        self.name: str = column.name
+        self.lengths = u32_array(column.lengths)
+        self.data: bytes = column.data
+        self.overrides: bytes = column.overrides
+        absent = self.lengths.count(ABSENT)
+        self.present = count - absent
+        # The lengths must add up to the data: checked in C, without walking the records.
+        if sum(self.lengths) - absent * ABSENT != len(self.data):
+            raise CorruptSection(f"the lengths in column {self.name!r} of {where} do not add up")
+        self.ascii = self.data.isascii()
+        self._starts: list[int] | None = None
+        self._blocks: list[int] | None = None
+        self._looked = 0  # starts found from the block table so far
+        if not self.ascii:
+            self.check_utf8(where)
+
+    def check_utf8(self, where: str) -> None:
+        """Valid UTF-8 as a whole, and no value starting inside a character: then every value
+        is valid UTF-8 on its own, without decoding each one."""
+        bad = f"column {self.name!r} of {where} holds text that is not valid UTF-8"
+        try:
+            self.data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CorruptSection(bad) from None
+        padded = self.data + b"\0"
+        first_bytes = bytes(map(padded.__getitem__, self.starts()))
+        if len(first_bytes.translate(None, CONTINUATION)) != len(first_bytes):
+            raise CorruptSection(bad)
+
+    def starts(self) -> list[int]:
+        """Where each record's value starts in ``data``."""
+        if self._starts is None:
+            lengths: Iterable[int] = self.lengths
+            if self.present != len(self.lengths):
+                lengths = map(mul, lengths, map(ABSENT.__ne__, lengths))  # absent counts 0
+            self._starts = list(accumulate(lengths, initial=0))[:-1]
+        return self._starts
+
+    def start(self, index: int) -> int:
+        """Where record ``index``'s value starts: from a table of every BLOCK-th start while few
+        records are read (a start for every record would cost more than they do), then from a
+        table of every start."""
+        if self._starts is not None:
+            return self._starts[index]
+        self._looked += 1
+        if self._looked > FULL_STARTS_AFTER:
+            return self.starts()[index]
+        if self._blocks is None:
+            self._blocks = self.block_starts()
+        block = index // BLOCK
+        before = self.lengths[block * BLOCK : index]
+        size = sum(before)
+        if self.present != len(self.lengths):
+            size -= before.count(ABSENT) * ABSENT
+        return self._blocks[block] + size
+
+    def block_starts(self) -> list[int]:
+        lengths = self.lengths
+        count = len(lengths)
+        bounds = map(slice, range(0, count, BLOCK), range(BLOCK, count + BLOCK, BLOCK))
+        chunks = list(map(lengths.__getitem__, bounds))
+        sizes: Iterable[int] = map(sum, chunks)
+        if self.present != count:
+            absent = map(mul, map(array.count, chunks, repeat(ABSENT)), repeat(ABSENT))
+            sizes = map(sub, sizes, absent)
+        return list(accumulate(sizes, initial=0))
+
+    def text(self, index: int) -> str | None:
+        size = self.lengths[index]
+        if size == ABSENT:
+            return None
+        start = self.start(index)
+        return self.data[start : start + size].decode("ascii" if self.ascii else "utf-8")
+
+    def texts(self) -> tuple[list[int] | None, list[str]]:
+        """(indexes of the records that have a value, or None when all have one; their texts),
+        decoding the whole column at once."""
+        lengths: Any = self.lengths
+        present: list[int] | None = None
+        if self.present != len(lengths):
+            has_value = list(map(ABSENT.__ne__, lengths))
+            present = list(compress(range(len(lengths)), has_value))
+            lengths = list(compress(lengths, has_value))
+        ends = list(accumulate(lengths))
+        slices = map(slice, [0, *ends[:-1]], ends)
+        data = self.data
+        if self.ascii:
+            # One decode for the whole column; byte offsets are then character offsets.
+            return present, list(map(data.decode("ascii").__getitem__, slices))
+        return present, list(map(bytes.decode, map(data.__getitem__, slices)))
+
+
+class SectionTable:
+    """The records of one type as read from a file (a `RecordSource`)."""
+
+    def __init__(self, section: Any, replicas: list[str], where: str) -> None:
+        self.kind: str = section.kind
+        self.count: int = section.count
+        self.ids: bytes = section.ids
+        self.flags: bytes = section.flags
+        self.dots: bytes = section.dots
+        self.replicas = replicas
+        if self.flags.translate(None, bytes([0, DELETED_FLAG])):
+            raise CorruptSection(f"record flags this version does not have in {where}")
+        if self.count and max(u32_array(self.dots)[0::DOT_WORDS]) >= len(replicas):
+            raise CorruptSection(f"a replica index in {where} is out of range")
+        self.columns = [ColumnTable(c, self.count, where) for c in section.columns]
+        names = [c.name for c in self.columns]
+        if len(set(names)) != len(names):
+            raise CorruptSection(f"a column appears twice in {where}")
+        self.edits = self.read_edits(where)  # the overrides as read, by record index
+        chunks = map(self.ids.__getitem__, map(slice, range(0, 16 * self.count, 16),
+                                               range(16, 16 * self.count + 16, 16)))
+        self.positions: dict[bytes, int] = dict(zip(chunks, range(self.count), strict=True))
+        if len(self.positions) != self.count:
+            raise CorruptSection(f"a record id appears twice (in {where})")
+        self._id_list: list[str] | None = None
+        self.opened = 0  # values decoded one record at a time so far
+        self.bulk: list[dict[str, str] | None] | None = None  # every record's, once decoded
+        self.bulk_after = 1024 + self.count // 32
+        self.walked = False  # every record was made: a listing or an export, which reads all
+        self.read_cache: dict[int, dict[str, str]] = {}
+
+    def read_edits(self, where: str) -> dict[int, dict[str, Dot]]:
+        edits: dict[int, dict[str, Dot]] = {}
+        shared: dict[tuple[int, int, int], Dot] = {}  # one Dot per edit, as in memory
+        replicas, count = self.replicas, self.count
+        for column in self.columns:
+            name = column.name
+            for index, r, c, at in OVERRIDE.iter_unpack(column.overrides):
+                if index >= count:
+                    raise CorruptSection(f"record index {index} out of range in {where}")
+                edited = edits.setdefault(index, {})
+                if name in edited:
+                    raise CorruptSection(
+                        f"field {name!r} of one record has two versions in {where}"
+                    )
+                found = shared.get((r, c, at))
+                if found is None:
+                    if r >= len(replicas):
+                        raise CorruptSection(f"a replica index in {where} is out of range")
+                    found = shared[(r, c, at)] = Dot(c, replicas[r], at)
+                edited[name] = found
+        return edits
+
+    # -- the records ---------------------------------------------------------------------------
+    def id_list(self) -> list[str]:
+        if self._id_list is None:
+            self._id_list = uuid_texts(self.ids)
+        return self._id_list
+
+    def id_at(self, index: int) -> str:
+        if self._id_list is not None:
+            return self._id_list[index]
+        return uuid_text(self.ids[16 * index : 16 * index + 16])
+
+    def index_of(self, record_id: str) -> int:
+        return self.positions.get(id_bytes(record_id), -1)
+
+    def dot_at(self, index: int) -> Dot:
+        r, counter, at = DOT.unpack_from(self.dots, DOT.size * index)
+        return Dot(counter, self.replicas[r], at)
+
+    def record(self, index: int) -> Record:
+        edits = self.edits.get(index)
+        return Record(
+            self.kind, self.id_at(index), None, self.dot_at(index),
+            dict(edits) if edits else None, bool(self.flags[index]), self, index,
+        )
+
+    def all_records(self) -> list[Record]:
+        self.walked = True
+        replicas = self.replicas
+        dots = [Dot(c, replicas[r], at) for r, c, at in DOT.iter_unpack(self.dots)]
+        field_dots: list[dict[str, Dot] | None] = [None] * self.count
+        for index, edited in self.edits.items():
+            field_dots[index] = dict(edited)  # the record's own; the table keeps what was read
+        return list(
+            map(partial(Record, self.kind), self.id_list(), repeat(None), dots, field_dots,
+                map(bool, self.flags), repeat(self), range(self.count))
+        )
+
+    def live_count(self) -> int:
+        return self.flags.count(0)
+
+    def deleted_as_read(self, index: int) -> bool:
+        return bool(self.flags[index])
+
+    def newer_than(self, since: Mapping[str, int]) -> list[int]:
+        seen = [since.get(replica, 0) for replica in self.replicas]
+        found = {i for i, (r, c, _) in enumerate(DOT.iter_unpack(self.dots)) if c > seen[r]}
+        for column in self.columns:
+            found.update(i for i, r, c, _ in OVERRIDE.iter_unpack(column.overrides) if c > seen[r])
+        return sorted(found)
+
+    def unchanged(self, index: int, record: Record) -> bool:
+        return (
+            record.source is self
+            and record.index == index
+            and record.deleted == bool(self.flags[index])
+            and record.dot == self.dot_at(index)
+            and record.field_dots == self.edits.get(index, {})
+            and record.id == self.id_at(index)
+            and record.kind == self.kind
+            and (not record.opened or record.values == self.as_read(index))
+        )
+
+    # -- values ----------------------------------------------------------------------------------
+    def values_of(self, index: int) -> dict[str, str]:
+        if self.bulk is None:
+            self.opened += 1
+            if self.opened <= self.bulk_after and not self.walked:
+                values = self.read_values(index)
+                self.read_cache[index] = dict(values)  # as read: a save compares with it
+                return values
+            self.bulk = list(self.decode_all())
+        found = self.bulk[index]
+        if found is None:  # handed out already (to a record of a copy of the pipeline)
+            return self.read_values(index)
+        self.bulk[index] = None
+        return found
+
+    def read_values(self, index: int) -> dict[str, str]:
+        """Record ``index``'s values decoded from the bytes (a new dict every time)."""
+        values = {}
+        for column in self.columns:
+            text = column.text(index)
+            if text is not None:
+                values[column.name] = text
+        return values
+
+    def as_read(self, index: int) -> dict[str, str]:
+        """Record ``index``'s values as in the file (kept: a save compares and splices them)."""
+        values = self.read_cache.get(index)
+        if values is None:
+            values = self.read_cache[index] = self.read_values(index)
+        return values
+
+    def decode_all(self) -> list[dict[str, str]]:
+        full: list[tuple[str, list[str]]] = []
+        sparse: list[tuple[str, list[int], list[str]]] = []
+        for column in self.columns:
+            present, texts = column.texts()
+            if present is None:
+                full.append((column.name, texts))
+            else:
+                sparse.append((column.name, present, texts))
+        if full:
+            full_names = tuple(name for name, _ in full)
+            rows = zip(*(texts for _, texts in full), strict=True)
+            values: list[dict[str, str]] = list(map(dict, map(zip, repeat(full_names), rows)))
+        else:
+            values = [{} for _ in range(self.count)]
+        for name, present, texts in sparse:
+            for index, text in zip(present, texts, strict=True):
+                values[index][name] = text
+        return values
+
+
+# -- writing: splice the bytes of unchanged records ------------------------------------------------
+
+
+def mentioned_replicas(table: SectionTable, changed: Iterable[int]) -> set[str]:
+    """The replica ids that the dots of ``table``'s records other than ``changed`` mention."""
+    counts = Counter(u32_array(table.dots)[0::DOT_WORDS])
+    for column in table.columns:
+        if column.overrides:
+            counts.update(u32_array(column.overrides)[1::OVERRIDE_WORDS])
+    by_id = Counter({table.replicas[i]: n for i, n in counts.items()})
+    for index in changed:
+        by_id[table.dot_at(index).replica] -= 1
+        for dot in table.edits.get(index, {}).values():
+            by_id[dot.replica] -= 1
+    return {replica for replica, n in by_id.items() if n > 0}
+
+
+def splice_section(
+    table: SectionTable, changed: dict[int, Record], index: dict[str, int]
+) -> dict[str, Any]:
+    """The fields of the codec's ``Section`` declaration: the bytes of ``table`` with the
+    ``changed`` records written in, and replica indexes renumbered to ``index``."""
+    # A replica the file no longer mentions appears only in bytes the changes replace.
+    renumber = [index.get(r, UNMENTIONED) for r in table.replicas]
+    remap = None if renumber == list(range(len(renumber))) else renumber
+    positions = sorted(changed)
+    dots: bytes | bytearray = table.dots
+    if remap is not None:
+        dots = renumbered(dots, DOT_WORDS, 0, remap)
+    flags: bytes | bytearray = table.flags
+    if positions:
+        dots, flags = bytearray(dots), bytearray(flags)
+        for i in positions:
+            r = changed[i]
+            dots[DOT.size * i : DOT.size * (i + 1)] = DOT.pack(
+                index[r.dot.replica], r.dot.counter, r.dot.at
+            )
+            flags[i] = DELETED_FLAG if r.deleted else 0
+    names = {column.name for column in table.columns}
+    for i in positions:
+        names.update(changed[i].values, changed[i].field_dots)
+    by_name = {column.name: column for column in table.columns}
+    columns = []
+    for name in sorted(names):
+        column = spliced_column(table, by_name.get(name), name, positions, changed, index, remap)
+        if column is not None:
+            columns.append(column)
+    return {
+        "kind": table.kind,
+        "count": table.count,
+        "ids": table.ids,
+        "flags": bytes(flags),
+        "dots": bytes(dots),
+        "column_count": len(columns),
+        "columns": columns,
+    }
+
+
+def renumbered(raw: bytes | bytearray, words: int, at: int, remap: list[int]) -> bytes:
+    """``raw``, entries of ``words`` u32 words each, with the replica index in word ``at`` of
+    every entry replaced through ``remap``."""
+    numbers = u32_array(raw)
+    numbers[at::words] = array(U32, map(remap.__getitem__, numbers[at::words]))
+    return u32_bytes(numbers)
+
+
+def spliced_column(
+    table: SectionTable,
+    old: ColumnTable | None,
+    name: str,
+    positions: list[int],
+    changed: dict[int, Record],
+    index: dict[str, int],
+    remap: list[int] | None,
+) -> dict[str, Any] | None:
+    """One column's fields, or None when no record has a value or a version for it."""
+    texts = [changed[i].values.get(name) for i in positions]
+    edits = [changed[i].field_dots.get(name) for i in positions]
+    old_edits = [table.edits.get(i, {}).get(name) for i in positions]
+    kept = b""
+    if old is not None:
+        kept = old.overrides
+        if remap is not None and kept:
+            kept = renumbered(kept, OVERRIDE_WORDS, 1, remap)
+        old_texts = [table.as_read(i).get(name) for i in positions]
+        if texts == old_texts and edits == old_edits:
+            return column_fields(name, old.lengths, old.data, kept)
+        lengths = array(U32, old.lengths)
+        present = old.present - sum(t is not None for t in old_texts)
+        data = splice_data(old, positions, texts)
+    else:
+        lengths = array(U32, [ABSENT]) * table.count
+        present = 0
+        data = "".join(t for t in texts if t is not None).encode("utf-8")
+    for i, text in zip(positions, texts, strict=True):
+        lengths[i] = ABSENT if text is None else len(text.encode("utf-8"))
+        present += text is not None
+    overrides = kept
+    if any(edits) or any(old_edits):
+        at = set(positions)
+        entries = [e for e in OVERRIDE.iter_unpack(kept) if e[0] not in at]
+        entries += [
+            (i, index[d.replica], d.counter, d.at)
+            for i, d in zip(positions, edits, strict=True)
+            if d is not None
+        ]
+        entries.sort()
+        overrides = b"".join(OVERRIDE.pack(*e) for e in entries)
+    if not present and not overrides:
+        return None
+    return column_fields(name, lengths, data, overrides)
+
+
+def splice_data(old: ColumnTable, positions: list[int], texts: list[str | None]) -> bytes:
+    """The column's data with the values at ``positions`` replaced by ``texts``."""
+    data = old.data
+    pieces = []
+    start = 0
+    for i, text in zip(positions, texts, strict=True):
+        at = old.start(i)
+        pieces.append(data[start:at])
+        if text is not None:
+            pieces.append(text.encode("utf-8"))
+        size = old.lengths[i]
+        start = at if size == ABSENT else at + size
+    pieces.append(data[start:])
+    return b"".join(pieces)
+
+
+def column_fields(
+    name: str, lengths: array[int], data: bytes, overrides: bytes
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "lengths": u32_bytes(lengths),
+        "data_length": len(data),
+        "data": data,
+        "override_count": len(overrides) // OVERRIDE.size,
+        "overrides": overrides,
+    }
