@@ -43,6 +43,34 @@ NOTE_LINES = ("Called, left a message.", "Wants a discount of 5%.", "Decision af
               "Met at the trade fair.", "Legal is reviewing the contract.", "Follow up next week.")
 
 
+START = date(2024, 1, 1)
+
+
+def opportunity_values(rng: random.Random) -> dict[str, str]:
+    """One realistic opportunity's fields (a third have no phone number)."""
+    first, last = rng.choice(FIRST), rng.choice(LAST)
+    company = f"{rng.choice(COMPANIES)} {rng.choice(SUFFIXES)}"
+    created = datetime(2024, 1, 1, 9) + timedelta(minutes=rng.randrange(600_000))
+    values = {
+        "company": company,
+        "title": rng.choice(PRODUCTS),
+        "contact": f"{first} {last}",
+        "phone": f"+44 20 {rng.randrange(10_000_000):07d}",
+        "email": f"{first.lower()}.{last.lower()}@{company.split()[0].lower()}.example",
+        "stage": rng.choice(STAGES),
+        "value": f"{rng.randrange(1_000, 5_000_000)}.{rng.randrange(100):02d}",
+        "currency": rng.choice(("EUR", "EUR", "EUR", "GBP", "USD")),
+        "probability": str(rng.randrange(0, 101, 5)),
+        "close_date": (START + timedelta(days=rng.randrange(720))).isoformat(),
+        "owner": "Ana Nguyen",
+        "notes": "\n".join(rng.sample(NOTE_LINES, rng.randrange(1, 4))),
+        "created": created.isoformat(timespec="seconds"),
+    }
+    if rng.random() < 0.3:
+        del values["phone"]
+    return values
+
+
 def realistic_pipeline(count: int, seed: int = 20240601) -> Pipeline:
     """``count`` opportunities (5% with later edits, 1% deleted) and count/100 activities."""
     rng = random.Random(seed)
@@ -63,29 +91,9 @@ def realistic_pipeline(count: int, seed: int = 20240601) -> Pipeline:
         clock += rng.randrange(1, 60_000)
         return Dot(counters[replica], replica, clock)
 
-    start = date(2024, 1, 1)
     opportunity_ids: list[str] = []
     for _ in range(count):
-        first, last = rng.choice(FIRST), rng.choice(LAST)
-        company = f"{rng.choice(COMPANIES)} {rng.choice(SUFFIXES)}"
-        created = datetime(2024, 1, 1, 9) + timedelta(minutes=rng.randrange(600_000))
-        values = {
-            "company": company,
-            "title": rng.choice(PRODUCTS),
-            "contact": f"{first} {last}",
-            "phone": f"+44 20 {rng.randrange(10_000_000):07d}",
-            "email": f"{first.lower()}.{last.lower()}@{company.split()[0].lower()}.example",
-            "stage": rng.choice(STAGES),
-            "value": f"{rng.randrange(1_000, 5_000_000)}.{rng.randrange(100):02d}",
-            "currency": rng.choice(("EUR", "EUR", "EUR", "GBP", "USD")),
-            "probability": str(rng.randrange(0, 101, 5)),
-            "close_date": (start + timedelta(days=rng.randrange(720))).isoformat(),
-            "owner": "Ana Nguyen",
-            "notes": "\n".join(rng.sample(NOTE_LINES, rng.randrange(1, 4))),
-            "created": created.isoformat(timespec="seconds"),
-        }
-        if rng.random() < 0.3:
-            del values["phone"]
+        values = opportunity_values(rng)
         record = Record("opportunity", uuid(), values, tick())
         if rng.random() < 0.05:
             edit = tick()
@@ -101,7 +109,7 @@ def realistic_pipeline(count: int, seed: int = 20240601) -> Pipeline:
         record = Record("activity", uuid(), {
             "opportunity_id": rng.choice(opportunity_ids),
             "kind": rng.choice(ACTIVITY_KINDS),
-            "date": (start + timedelta(days=rng.randrange(720))).isoformat(),
+            "date": (START + timedelta(days=rng.randrange(720))).isoformat(),
             "summary": rng.choice(NOTE_LINES),
         }, tick())
         pipeline.records[record.id] = record

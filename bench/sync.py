@@ -2,13 +2,14 @@
 
 Run: ``/work/venv/bin/python bench/sync.py [--records N] [--changed C] [--repeat R]``
 
-Builds a realistic pipeline of N (default 10,000) opportunities (``bench/codec.py``'s generator),
+Builds a realistic pipeline of N (default 100,000) opportunities (``bench/codec.py``'s generator),
 loads it onto an emulated device over loopback TCP, then changes C (default 50) records — half on
 the desktop, half on the device — and syncs.  The baseline, measured in the same run, is copying
 the whole desktop file over a loopback TCP socket into a file on the other end (written and
 fsynced, as a sync's save is).  Every sync is timed end to end as ``salesmgr sync`` runs it:
-reading the desktop file, the session, the merge and both atomic saves.  Prints a table; the goal
-is a sync of C changed records moving less than 5% of the file's bytes.
+reading the desktop file, the session, the merge and both atomic saves.  Prints a table; the goals
+are a sync of C changed records moving less than 5% of the file's bytes, and taking under 0.5 s
+on loopback (issue 13: the cost follows the changes, not the file).
 
 Then the same evening over the serial cradle (a pseudo-terminal, both ends paced to 115200 baud,
 8N1), timed against the line time of the sync's own messages and of copying the whole file; the
@@ -42,6 +43,7 @@ from codec import realistic_pipeline  # noqa: E402  (the shared generator of rea
 
 SECRET = "bench"
 GOAL = 0.05
+GOAL_SECONDS = 0.5  # a sync of the changed records, end to end on loopback
 SERIAL_BAUD = 115_200  # the cradle of issue 5, for the estimated line-time column
 
 
@@ -126,7 +128,7 @@ def change(path: Path, ids: list[str], prefix: str, rng: random.Random) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=10_000)
+    parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--changed", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each sync; best kept")
     args = parser.parse_args(argv)
@@ -202,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"goal: a sync of {args.changed} changed records moves < {GOAL:.0%} of the file's "
           f"bytes: {verdict} ({share:.2%}); both sides hold the same records: {converged}")
 
+    fast = sync_s < GOAL_SECONDS
+    print(f"goal: a sync of {args.changed} changed records against a {args.records:,}-record "
+          f"desktop under {GOAL_SECONDS} s on loopback: {'met' if fast else 'NOT met'} "
+          f"({sync_s:.3f} s; copying the whole file over TCP {copy_s:.3f} s)")
+
     # Everything on the line, framing and repeats included. The session is a pull, then a
     # push (the desktop merges in between), so the two directions' bytes follow each other.
     needs = (on_line.bytes_sent + on_line.bytes_received) * 10 / SERIAL_BAUD
@@ -223,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"goal: the delta sync within 1.5x of the time its own messages need on the line: "
           f"{line_verdict} ({ratio:.2f}x; the whole file would take {whole_file / line_s:.0f}x "
           f"as long); both sides hold the same records: {cradle_ok}")
-    return 0 if share < GOAL and converged and ratio <= 1.5 and cradle_ok else 1
+    return 0 if share < GOAL and fast and converged and ratio <= 1.5 and cradle_ok else 1
 
 
 if __name__ == "__main__":
