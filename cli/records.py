@@ -1,5 +1,4 @@
-"""Commands that read and change records: init, add, edit, delete, log, list, show, import,
-export, plugins.
+"""Commands that read and change records: init, add, edit, delete, log, list, show, plugins.
 
 ``add``, ``edit`` and ``log`` get one option per field of their record type, read from the
 registry when the command line is parsed, so a field a plugin adds is an option too; any field can
@@ -8,12 +7,10 @@ also be set with ``--field NAME=VALUE``.
 
 from __future__ import annotations
 
-import codecs
-import csv
-import io
 import os
 import sys
-from collections.abc import Collection, Iterator
+from collections.abc import Collection
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +35,13 @@ from salesmgr.cli.views import (
     rich_table,
     write_json_array,
 )
-from salesmgr.errors import PipelineFileError, SalesmgrError, ValidationError
-from salesmgr.model.fields import Currency, RecordId, RecordType
-from salesmgr.model.pipeline import Pipeline, Record
+from salesmgr.errors import PipelineFileError, ValidationError
+from salesmgr.model.fields import Currency, RecordType
+from salesmgr.model.localized import canonical_locale, environment_locale, parse_day
+from salesmgr.model.pipeline import Pipeline
 from salesmgr.plugin.hookspecs import hookimpl
 from salesmgr.plugin.manager import get_registry
+from salesmgr.reports import SORT_KEYS, select, value_totals
 from salesmgr.storage import editing_pipeline, open_pipeline, save_pipeline
 
 OPPORTUNITY = "opportunity"
@@ -84,6 +83,25 @@ field_option = click.option(
     help="Set any field, including one a plugin adds (repeatable); NAME= clears it.",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def locale_value(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--locale`` checked and made canonical (``de-de`` -> ``de_DE``)."""
+    if value is None:
+        return None
+    try:
+        return canonical_locale(value)
+    except ValueError as problem:
+        raise click.BadParameter(str(problem), ctx, param) from None
+
+
+locale_option = click.option(
+    "--locale",
+    callback=locale_value,
+    metavar="LOCALE",
+    help="Read amounts, dates and percentages as written in LOCALE (en_US, de_DE...) instead "
+    "of the pipeline's locale.",
+)
 file_argument = click.argument("file", type=PATH)
 
 
@@ -167,7 +185,11 @@ def show_warnings(warnings: list[str], where: str = "") -> None:
 @click.option("--name", help="Pipeline name (default: the file's name without extension).")
 @click.option("--owner", default="", help="Owner; new opportunities get it by default.")
 @click.option("--currency", default="USD", show_default=True, help="ISO 4217 code.")
-def init(file: Path, name: str | None, owner: str, currency: str) -> None:
+@click.option("--locale", callback=locale_value, metavar="LOCALE",
+              help="How amounts, dates and percentages are typed and imported (en_US, de_DE...); "
+              "default: the environment's (LC_ALL, LC_NUMERIC, LANG); change it with "
+              "'salesmgr locale'.")
+def init(file: Path, name: str | None, owner: str, currency: str, locale: str | None) -> None:
     """Create a new pipeline FILE (never overwrites one)."""
     if os.path.lexists(file):
         raise PipelineFileError(file, "already exists; not overwriting it")
@@ -176,17 +198,19 @@ def init(file: Path, name: str | None, owner: str, currency: str) -> None:
     except ValueError as problem:
         raise ValidationError(f"--currency: {problem}") from None
     pipeline = Pipeline.create(name=file.stem if name is None else name, owner=owner, currency=code)
+    pipeline.locale = locale or environment_locale()
     save_pipeline(pipeline, file)
 
 
 @click.command("add", cls=RecordFieldsCommand, record_type=OPPORTUNITY, skip=AUTOMATIC_FIELDS)
 @file_argument
 @field_option
-def add(file: Path, fields: dict[str, str]) -> None:
+@locale_option
+def add(file: Path, fields: dict[str, str], locale: str | None) -> None:
     """Add an opportunity; prints its id."""
     rtype = record_type(OPPORTUNITY)
     with editing_pipeline(file) as pipeline:
-        record, warnings = pipeline.add(rtype, fields)
+        record, warnings = pipeline.add(rtype, fields, locale=locale)
     show_warnings(warnings)
     click.echo(record.id)
 
@@ -201,13 +225,14 @@ def add(file: Path, fields: dict[str, str]) -> None:
 @file_argument
 @click.argument("record_id", metavar="ID")
 @field_option
-def edit(file: Path, record_id: str, fields: dict[str, str]) -> None:
+@locale_option
+def edit(file: Path, record_id: str, fields: dict[str, str], locale: str | None) -> None:
     """Change the given fields of opportunity ID (an empty value clears a field); prints its id."""
     if not fields:
         raise click.UsageError("nothing to change: give a field option such as --stage Won")
     rtype = record_type(OPPORTUNITY)
     with editing_pipeline(file) as pipeline:
-        record, warnings = pipeline.update(rtype, record_id, fields)
+        record, warnings = pipeline.update(rtype, record_id, fields, locale=locale)
     show_warnings(warnings)
     click.echo(record.id)
 
@@ -239,29 +264,45 @@ def log(file: Path, opportunity_id: str, fields: dict[str, str]) -> None:
 # -- reading --------------------------------------------------------------------------------
 
 
-def by_company(record: Record) -> tuple[str, str, str]:
-    values = record.values
-    return (values.get("company", "").casefold(), values.get("title", "").casefold(), record.id)
-
-
-def live_opportunities(pipeline: Pipeline) -> list[Record]:
-    return sorted(pipeline.live(OPPORTUNITY), key=by_company)
+def due_day(ctx: click.Context, param: click.Parameter, value: str | None) -> date | None:
+    """``--due-before`` as a day; written as ISO 8601, or in the pipeline's locale at run time."""
+    if value is None:
+        return None
+    try:
+        return parse_day(value, None)
+    except ValueError as problem:
+        raise click.BadParameter(str(problem), ctx, param) from None
 
 
 @click.command("list")
 @file_argument
 @click.option("--stage", help="Only opportunities in this stage.")
+@click.option("--search", metavar="TEXT",
+              help="Only those whose company, contact, title or notes hold every word of TEXT "
+              "(accents and case ignored: muller finds Müller).")
+@click.option("--owner", help="Only this owner's (case ignored).")
+@click.option("--due-before", callback=due_day, metavar="DATE",
+              help="Only those whose next action is due before DATE (YYYY-MM-DD).")
+@click.option("--sort", metavar="FIELD",
+              help=f"Sort by FIELD ({', '.join(SORT_KEYS)}); -FIELD sorts descending. "
+              "Default: company, then title.")
 @json_option
-def list_(file: Path, stage: str | None, as_json: bool) -> None:
-    """List the live opportunities, by company then title."""
+def list_(
+    file: Path,
+    stage: str | None,
+    search: str | None,
+    owner: str | None,
+    due_before: date | None,
+    sort: str | None,
+    as_json: bool,
+) -> None:
+    """List the live opportunities, by company then title; a table has a value total per
+    currency."""
     rtype = record_type(OPPORTUNITY)
     wanted = rtype.normalize({"stage": stage})[0]["stage"] if stage is not None else None
     pipeline = open_pipeline(file)
-    if wanted is None:
-        records = live_opportunities(pipeline)
-    else:  # filter first: sorting 100,000 records to keep a few is most of the time
-        chosen = (r for r in pipeline.live(OPPORTUNITY) if r.values.get("stage") == wanted)
-        records = sorted(chosen, key=by_company)
+    records = select(pipeline, search=search, stage=wanted, owner=owner, due_before=due_before,
+                     sort=sort)
     mode = output_mode(as_json)
     if mode == "json":
         sys.stdout.flush()
@@ -275,7 +316,12 @@ def list_(file: Path, stage: str | None, as_json: bool) -> None:
         rows = record_rows(records[:TABLE_ROW_LIMIT], LIST_COLUMNS)
         noun = "opportunity" if len(records) == 1 else "opportunities"
         title = f"{pipeline.name or file.name}: {len(records):,} {noun}"
-        make_console().print(rich_table(LIST_COLUMNS, rows, title=title, total=len(records)))
+        totals = [{"id": "total", "value": f"{amount:f}", "currency": currency}
+                  for currency, amount in value_totals(pipeline, records).items()]
+        console = make_console()
+        console.print(rich_table(LIST_COLUMNS, rows, title=title, total=len(records),
+                                 totals=[[t.get(c, "") for c in LIST_COLUMNS] for t in totals],
+                                 width=console.width))
 
 
 @click.command("show")
@@ -309,156 +355,6 @@ def show(file: Path, record_id: str, as_json: bool) -> None:
         console.print("No activities logged.")
 
 
-# -- CSV --------------------------------------------------------------------------------------
-
-
-def column_name(header: str) -> str:
-    """``Close Date`` and ``close-date`` name the field ``close_date``."""
-    return "_".join(header.strip().casefold().replace("-", " ").split())
-
-
-# A notes field may hold up to a million characters; the csv module stops at 131,072.
-CSV_FIELD_LIMIT = 1 << 24
-DELIMITERS = (",", ";", "\t")  # Excel writes ";" where the decimal mark is a comma
-
-
-def read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """The header row and each data row with the line it starts on.
-
-    A UTF-8 BOM (Excel's "CSV UTF-8") is skipped; the delimiter is the one of ``,``, ``;`` and
-    tab that the header row uses most."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise SalesmgrError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise SalesmgrError(f"{path}: is a directory, not a CSV file") from None
-    except OSError as problem:
-        raise SalesmgrError(f"{path}: cannot read ({problem.strerror or problem})") from None
-    data = data.removeprefix(codecs.BOM_UTF8)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as problem:
-        line = data.count(b"\n", 0, problem.start) + 1
-        raise SalesmgrError(
-            f"{path} line {line}: not UTF-8 text; save it as CSV UTF-8"
-        ) from None
-    if not text.strip():
-        raise SalesmgrError(f"{path}: is empty; expected a header row of field names")
-    header_line = text.split("\n", 1)[0]
-    delimiter = max(DELIMITERS, key=header_line.count)
-    csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    rows: list[tuple[int, list[str]]] = []
-    line = 1
-    try:
-        for cells in reader:
-            rows.append((line, cells))
-            line = reader.line_num + 1
-    except csv.Error as problem:
-        raise SalesmgrError(f"{path} line {line}: {problem}") from None
-    return rows[0][1], rows[1:]
-
-
-def csv_columns(path: Path, header: list[str], rtype: RecordType) -> list[str]:
-    columns = [column_name(h) for h in header]
-    known = {"id", *rtype.by_name}
-    unknown = [h for h, c in zip(header, columns, strict=True) if c not in known]
-    if unknown:
-        raise ValidationError(
-            f"{path}: unknown column{'s' if len(unknown) > 1 else ''} "
-            f"{', '.join(repr(u) for u in unknown)} (known: id, {', '.join(rtype.by_name)})"
-        )
-    twice = sorted({c for c in columns if columns.count(c) > 1})
-    if twice:
-        raise ValidationError(f"{path}: column {', '.join(map(repr, twice))} appears twice")
-    missing = [
-        f.name for f in rtype.fields if f.required and f.default is None and f.name not in columns
-    ]
-    if missing:
-        raise ValidationError(f"{path}: no column {', '.join(map(repr, missing))} (required)")
-    return columns
-
-
-def import_rows(
-    pipeline: Pipeline, rtype: RecordType, columns: list[str], rows: list[tuple[int, list[str]]]
-) -> Iterator[tuple[int, str | None, list[str]]]:
-    """Add each row to ``pipeline``; yields (line, error or None, warnings) per data row."""
-    record_ids = RecordId()
-    for line, cells in rows:
-        if not any(cell.strip() for cell in cells):
-            continue  # spreadsheets leave blank rows at the end
-        if len(cells) > len(columns):
-            yield line, f"{len(cells)} values but {len(columns)} columns", []
-            continue
-        values: dict[str, str | None] = dict(zip(columns, cells, strict=False))
-        given_id = (values.pop("id", None) or "").strip()
-        try:
-            record_id = None
-            if given_id:
-                try:
-                    record_id = record_ids.normalize(given_id)
-                except ValueError as problem:
-                    raise ValidationError(f"id {problem}") from None
-            _, warnings = pipeline.add(rtype, values, record_id=record_id)
-        except ValidationError as problem:
-            yield line, str(problem), []
-        else:
-            yield line, None, warnings
-
-
-@click.command("import")
-@file_argument
-@click.argument("csv_file", metavar="CSV", type=PATH)
-def import_(file: Path, csv_file: Path) -> None:
-    """Add the opportunities in CSV (a header row of field names, then one row each).
-
-    Every row is checked first; if any is bad, each is reported and nothing is imported."""
-    rtype = record_type(OPPORTUNITY)
-    header, rows = read_csv(csv_file)
-    columns = csv_columns(csv_file, header, rtype)
-    with editing_pipeline(file) as pipeline:
-        bad = 0
-        added = 0
-        for line, error, warnings in import_rows(pipeline, rtype, columns, rows):
-            if error is not None:
-                bad += 1
-                click.echo(f"salesmgr: {csv_file} line {line}: {error}", err=True)
-            else:
-                added += 1
-                show_warnings(warnings, f"{csv_file} line {line}: ")
-        if bad:
-            raise ValidationError(
-                f"{csv_file}: {bad} bad row{'s' if bad > 1 else ''}; nothing imported"
-            )
-    click.echo(f"imported {added} opportunit{'y' if added == 1 else 'ies'} into {file}")
-
-
-@click.command("export")
-@file_argument
-@click.option(
-    "--output", "-o", type=PATH, help="Write the CSV to this file (atomically), not stdout."
-)
-def export(file: Path, output: Path | None) -> None:
-    """Write the live opportunities as CSV: a header row of field names, then one row each."""
-    rtype = record_type(OPPORTUNITY)
-    if output is not None and os.path.realpath(output) == os.path.realpath(file):
-        raise ValidationError(f"{output}: is the pipeline file itself; choose another --output")
-    pipeline = open_pipeline(file)
-    columns = ["id", *(f.name for f in rtype.fields)]
-    buffer = io.StringIO()
-    # The excel dialect (CRLF rows, RFC 4180) also quotes a lone CR; a "\n" terminator would not.
-    writer = csv.writer(buffer)
-    writer.writerow(columns)
-    writer.writerows(record_rows(live_opportunities(pipeline), columns))
-    if output is None:
-        click.echo(buffer.getvalue(), nl=False)
-    else:
-        from salesmgr.storage import write_atomic
-
-        write_atomic(output, buffer.getvalue().encode("utf-8"), backup=False)
-
-
 # -- plugins ----------------------------------------------------------------------------------
 
 
@@ -489,8 +385,6 @@ commands: list[click.Command] = [
     log,
     list_,
     show,
-    import_,
-    export,
     plugins,
 ]
 

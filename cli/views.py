@@ -41,6 +41,7 @@ LIST_COLUMNS = (
     "probability",
     "close_date",
     "next_action_date",
+    "next_action",
 )
 ACTIVITY_COLUMNS = ("id", "date", "kind", "summary")
 # A person cannot read more rows than this in a terminal, and rich needs ~0.8 ms per row.
@@ -225,14 +226,55 @@ def money_text(value: str) -> str:
         return value
 
 
+# Columns that are never cut or wrapped: an amount, id or date cut short is wrong, not short.
+WHOLE_COLUMNS = frozenset({
+    "id", "value", "weighted", "currency", "probability", "close_date", "next_action_date",
+    "due", "date", "created", "modified", "deals", "status", "stage", "version",
+})
+MONEY_COLUMNS = frozenset({"value", "weighted"})
+RIGHT_ALIGNED = MONEY_COLUMNS | {"probability", "deals"}
+# Headings of whole columns, short so they take no more room than their values.
+HEADINGS = {"probability": "%", "close_date": "close", "next_action_date": "due",
+            "currency": "cur"}
+TEXT_MIN_WIDTH = 8  # a text column narrower than this is unreadable: leave a column out instead
+# Which columns a narrow terminal leaves out first (the caption says so).
+DROPPED_FIRST = ("close_date", "probability", "stage", "owner")
+
+
 def display_cell(name: str, value: str) -> str:
-    if name == "id":
+    if name == "id" and value != "total":
         return value[:SHORT_ID]
-    if name == "value" and value:
+    if name in MONEY_COLUMNS and value:
         return money_text(value)
     if name == "probability" and value:
         return f"{value}%"
     return value
+
+
+def heading(name: str) -> str:
+    return HEADINGS.get(name, name.replace("_", " "))
+
+
+def fitting_columns(
+    header: Sequence[str], cells: Sequence[Sequence[str]], width: int | None
+) -> tuple[list[int], list[str]]:
+    """The columns that fit in ``width`` with every whole column whole and every text column at
+    least TEXT_MIN_WIDTH wide (3 characters of border and padding each), and the names of the
+    ones left out, in DROPPED_FIRST order."""
+    def need(name: str, at: int) -> int:
+        if name not in WHOLE_COLUMNS:
+            return TEXT_MIN_WIDTH + 3
+        return max([len(heading(name)), *(len(row[at]) for row in cells)]) + 3
+
+    kept = list(range(len(header)))
+    left_out: list[str] = []
+    for name in DROPPED_FIRST:
+        if width is None or 1 + sum(need(header[i], i) for i in kept) <= width:
+            break
+        if name in header:
+            kept.remove(list(header).index(name))
+            left_out.append(name)
+    return kept, left_out
 
 
 def rich_table(
@@ -242,24 +284,43 @@ def rich_table(
     title: str | None = None,
     limit: int | None = TABLE_ROW_LIMIT,
     total: int | None = None,
+    totals: Sequence[Sequence[str]] = (),
+    width: int | None = None,
 ) -> Table:
     """A table of ``rows`` (raw cells); cells are plain text, never rich markup.
 
     At most ``limit`` rows are drawn; ``total`` is how many there are when the caller passed
-    only the first ones (a caption says how many were left out)."""
+    only the first ones (a caption says how many were left out).  ``totals`` rows are drawn
+    under a line.  Amounts, ids and dates are never cut: text columns wrap instead, and when
+    even that cannot fit ``width``, columns are left out (DROPPED_FIRST) and the caption says
+    which."""
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=Text(title) if title else None, title_justify="left")
-    for name in header:
-        right = name in ("value", "probability")
-        table.add_column(name.replace("_", " "), justify="right" if right else "left")
     shown = rows if limit is None else rows[:limit]
-    for row in shown:
-        table.add_row(*(Text(display_cell(n, c)) for n, c in zip(header, row, strict=True)))
+    cells = [[display_cell(n, c) for n, c in zip(header, row, strict=True)]
+             for row in [*shown, *totals]]
+    kept, left_out = fitting_columns(header, cells, width)
+    table = Table(title=Text(title) if title else None, title_justify="left")
+    for at in kept:
+        name = header[at]
+        justify: Literal["right", "left"] = "right" if name in RIGHT_ALIGNED else "left"
+        if name in WHOLE_COLUMNS:
+            widest = max([len(heading(name)), *(len(row[at]) for row in cells)])
+            table.add_column(heading(name), justify=justify, no_wrap=True, min_width=widest)
+        else:
+            table.add_column(heading(name), justify=justify, overflow="fold")
+    for number, row in enumerate(cells):
+        table.add_row(*(Text(row[at]) for at in kept),
+                      end_section=number == len(shown) - 1 and bool(totals))
+    captions = []
     total = len(rows) if total is None else total
     if total > len(shown):
-        table.caption = f"{len(shown):,} of {total:,} shown; pipe the output or use --json for all"
+        captions.append(f"{len(shown):,} of {total:,} shown")
+    if left_out:
+        captions.append(f"too narrow for {', '.join(heading(n) for n in left_out)}")
+    if captions:
+        table.caption = "; ".join(captions) + "; pipe the output or use --json for all"
     return table
 
 

@@ -56,6 +56,7 @@ OPPORTUNITY_JSON_KEYS = [
     "owner",
     "notes",
     "created",
+    "external_id",
     "modified",
 ]
 
@@ -583,13 +584,14 @@ def test_import_adds_every_row_and_accepts_spreadsheet_headers(
     csv_file = write_csv(
         tmp_path / "in.csv",
         "Company,Title,Close Date,value,id,notes\r\n"
-        f"Acme,Deal A,2026-05-01,\"12,000\",{kept_id},\"two\r\nlines\"\r\n"
+        f"Acme,Deal A,2026-05-01,\"12,000.00\",{kept_id},\"two\r\nlines\"\r\n"
         "Beta,Deal B,,,,\r\n"
         ",,,,,\r\n",
         bom=True,
     )
     out = ok(runner, "import", pipeline_file, csv_file)
-    assert out.strip() == f"imported 2 opportunities into {pipeline_file}"
+    assert out.strip() == (
+        f"imported {csv_file} into {pipeline_file}: 2 added, 0 updated, 0 unchanged")
     listed = list_json(runner, pipeline_file)
     assert [o["company"] for o in listed] == ["Acme", "Beta"]
     acme = listed[0]
@@ -618,12 +620,13 @@ def test_import_reports_every_bad_row_by_line_and_imports_nothing(
     assert result.exit_code == 2
     errors = [line for line in result.stderr.splitlines() if "warning" not in line]
     assert errors == [
-        f"salesmgr: {csv_file} line 4: opportunity field 'title' must not be empty",
-        f"salesmgr: {csv_file} line 5: opportunity field 'probability': "
+        f"salesmgr: {csv_file} row 3 (line 4): refused: opportunity field 'title' must not be "
+        "empty",
+        f"salesmgr: {csv_file} row 4 (line 5): refused: opportunity field 'probability': "
         "140 is not between 0 and 100",
-        f"salesmgr: {csv_file} line 6: opportunity field 'stage': 'Maybe' is not one of "
-        "Lead, Qualified, Proposal, Negotiation, Won, Lost",
-        f"salesmgr: {csv_file} line 8: 7 values but 6 columns",
+        f"salesmgr: {csv_file} row 5 (line 6): refused: opportunity field 'stage': 'Maybe' is "
+        "not one of Lead, Qualified, Proposal, Negotiation, Won, Lost",
+        f"salesmgr: {csv_file} row 7 (line 8): refused: 7 values but 6 columns",
         f"salesmgr: {csv_file}: 4 bad rows; nothing imported",
     ]
     assert folder_state(pipeline_file.parent) == before
@@ -664,10 +667,11 @@ def test_import_names_unknown_columns(
 @pytest.mark.parametrize(
     ("text", "code", "fragment"),
     [
-        ("title\nT\n", 2, "no column 'company'"),
-        ("company,title,Company\nA,T,B\n", 2, "'company' appears twice"),
+        ("title\nT\n", 2, "no column for 'company'"),
+        ("company,title,Company\nA,T,B\n", 2, "more than one column gives 'company'"),
         ("", 1, "is empty"),
-        ("company,title,id\nA,T,not-a-uuid\n", 2, "line 2: id 'not-a-uuid' is not a record id"),
+        ("company,title,id\nA,T,not-a-uuid\n", 2,
+         "row 2: refused: id 'not-a-uuid' is not a record id"),
     ],
 )
 def test_import_refuses_a_csv_it_cannot_trust(
@@ -688,7 +692,7 @@ def test_import_does_not_reuse_an_id_already_in_the_pipeline(
     csv_file = write_csv(tmp_path / "in.csv", f"id,company,title\n{existing},X,Y\n")
     result = run(runner, "import", pipeline_file, csv_file)
     assert result.exit_code == 2
-    assert f"line 2: a record with id {existing} already exists" in result.stderr
+    assert f"row 2: refused: id {existing} is already in the pipeline" in result.stderr
 
 
 def test_import_of_a_file_that_is_not_utf8_or_missing(

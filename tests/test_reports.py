@@ -3,11 +3,15 @@ stage, month and owner in each currency, what is due, and finding a deal however
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
+from helpers import salesmgr
 
+from salesmgr import storage
 from salesmgr.errors import ValidationError
 from salesmgr.model.pipeline import Pipeline
 from salesmgr.plugin.manager import get_registry
@@ -173,3 +177,82 @@ def test_select_sorts_by_any_column_empty_values_last() -> None:
     ]
     with pytest.raises(ValidationError, match="cannot sort by 'colour'"):
         select(pipeline, sort="colour")
+
+
+# -- the commands -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def winter(tmp_path: Path) -> Path:
+    path = tmp_path / "winter.smp"
+    storage.save(make_pipeline()[0], path)
+    return path
+
+
+def test_forecast_command_json_gives_the_same_figures_rounded_to_cents(winter: Path) -> None:
+    result = salesmgr("forecast", winter, "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["totals"] == [
+        {"currency": "EUR", "count": 3, "value": "12999.99", "weighted": "7300.00"},
+        {"currency": "USD", "count": 2, "value": "35000.50", "weighted": "27500.38"},
+    ]
+    assert data["rows"][0] == {"group": "Lead", "currency": "EUR", "count": 1,
+                               "value": "999.99", "weighted": "100.00"}
+
+
+def test_forecast_command_plain_has_a_total_line_per_currency(winter: Path) -> None:
+    lines = salesmgr("forecast", winter, "--by", "owner").stdout.splitlines()
+    assert lines[0] == "owner\tcurrency\tdeals\tvalue\tweighted"
+    assert lines[-2:] == ["total\tEUR\t3\t12999.99\t7300.00", "total\tUSD\t2\t35000.50\t27500.38"]
+
+
+def test_agenda_command(winter: Path) -> None:
+    result = salesmgr("agenda", winter, "--today", "2026-12-07", "--days", "0", "--json")
+    assert result.exit_code == 0, result.output
+    items = json.loads(result.stdout)
+    assert [(i["company"], i["due"], i["overdue"]) for i in items] == [
+        ("Omega", "2026-12-01", True), ("Müller GmbH", "2026-12-03", True),
+        ("Acme", "2026-12-07", False),
+    ]
+    plain = salesmgr("agenda", winter, "--today", "2026-12-07", "--owner", "ben").stdout
+    assert plain.splitlines()[1].split("\t")[:2] == ["2026-12-07", "due"]
+
+
+def test_list_searches_filters_and_sorts(winter: Path) -> None:
+    def companies(*options: str) -> list[str]:
+        result = salesmgr("list", winter, *options, "--json")
+        assert result.exit_code == 0, result.output
+        return [r["company"] for r in json.loads(result.stdout)]
+
+    assert companies("--search", "muller") == ["Müller GmbH"]
+    assert companies("--owner", "ben", "--sort", "-value") == ["Acme", "Lost Ltd"]
+    assert companies("--due-before", "2026-12-07", "--sort", "next_action_date") == [
+        "Omega", "Müller GmbH"
+    ]
+    bad = salesmgr("list", winter, "--sort", "colour")
+    assert bad.exit_code == 2 and "cannot sort by 'colour'" in bad.stderr
+
+
+@pytest.mark.parametrize("columns", [200, 80, 60])
+def test_a_table_never_cuts_amounts_ids_or_dates_and_totals_each_currency(
+    winter: Path, columns: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from salesmgr.cli import records as record_commands
+
+    monkeypatch.setattr(record_commands, "output_mode", lambda as_json: "table")
+    long_name = "Müller Fahrzeugbau und Flottenmanagement GmbH & Co. KG, Niederlassung Süd"
+    big = salesmgr("add", winter, "--company", long_name, "--title", "Flotte " * 12,
+                   "--value", "123456789.99", "--currency", "EUR",
+                   "--next-action-date", "2026-12-24", "--next-action", "Anrufen " * 10)
+    assert big.exit_code == 0, big.output
+    shown = salesmgr("list", winter, env={"COLUMNS": str(columns)}).stdout
+    assert max(len(line) for line in shown.splitlines()) <= columns
+    assert "123,456,789.99" in shown and "30,000.50" in shown  # whole amounts
+    assert big.stdout.strip()[:8] in shown and "2026-12-24" in shown  # whole ids and dates
+    total_lines = [line for line in shown.splitlines() if "total" in line]
+    # EUR: 12000 + 999.99 + 7000 + 0 + 123456789.99; USD: 30000.50 + 5000
+    assert any("123,476,789.98" in line and "EUR" in line for line in total_lines)
+    assert any("35,000.50" in line and "USD" in line for line in total_lines)
+    # Text wraps; what cannot fit even then is left out and the caption says so.
+    assert ("too narrow for close, %, stage" in shown) == (columns < 200)

@@ -3,6 +3,10 @@
 Every value is kept in memory and on disk as its canonical text (``"1234.50"``, ``"2026-11-28"``,
 ``"40"``), so a merge compares strings, a money amount is never a float, and a field this version
 does not know is carried along untouched.
+
+What a person types is read with `FieldKind.parse` in the pipeline's locale (or one given with
+``--locale``): ``12.000,00`` in ``de_DE`` and ``12,000.00`` in ``en_US`` are both ``12000.00``, and
+text that could be read two ways is refused (`salesmgr.model.localized`).
 """
 
 from __future__ import annotations
@@ -12,10 +16,11 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from salesmgr.errors import ValidationError
+from salesmgr.model.localized import parse_amount, parse_day, parse_percent
 
 # Current ISO 4217 codes (active list), so "EUR" passes and "EUX" does not.
 ISO_4217 = frozenset(
@@ -39,6 +44,11 @@ class FieldKind:
     def normalize(self, raw: str) -> str:
         """Return the canonical text of ``raw`` or raise ``ValueError`` saying what is wrong."""
         return raw
+
+    def parse(self, raw: str, locale: str | None) -> str:
+        """`normalize`, reading numbers and dates as written in ``locale`` (None: only forms
+        that cannot be misread).  Kinds that hold no numbers or dates need not override it."""
+        return self.normalize(raw)
 
     def warning(self, value: str) -> str | None:
         """A problem worth telling the user about that does not stop the value being kept."""
@@ -83,19 +93,14 @@ class Money(FieldKind):
     LIMIT = Decimal("1e15")
 
     def normalize(self, raw: str) -> str:
-        text = raw.strip().replace(",", "").replace("_", "")
-        try:
-            amount = Decimal(text)
-        except InvalidOperation:
-            raise ValueError(f"{raw!r} is not an amount of money") from None
-        if not amount.is_finite():
-            raise ValueError(f"{raw!r} is not an amount of money")
+        return self.parse(raw, None)
+
+    def parse(self, raw: str, locale: str | None) -> str:
+        amount = parse_amount(raw, locale)
         if amount < 0:
             raise ValueError(f"{raw!r} is negative")
         if amount >= self.LIMIT:
             raise ValueError(f"{raw!r} is too large")
-        if amount != amount.quantize(Decimal("0.01")):
-            raise ValueError(f"{raw!r} has more than two decimals")
         return f"{amount.quantize(Decimal('0.01')):f}"
 
 
@@ -128,14 +133,29 @@ class Integer(FieldKind):
         return int(value)
 
 
+class Percent(Integer):
+    """A whole percentage: ``60``, ``60%``, ``60 %`` (the locale's percent sign)."""
+
+    name = "percent"
+
+    def normalize(self, raw: str) -> str:
+        return self.parse(raw, None)
+
+    def parse(self, raw: str, locale: str | None) -> str:
+        value = parse_percent(raw, locale)
+        if value != value.to_integral_value():
+            raise ValueError(f"{raw!r} is not a whole percentage (write 60 or 60%)")
+        return super().normalize(str(int(value)))
+
+
 class Date(FieldKind):
     name = "date"
 
     def normalize(self, raw: str) -> str:
-        try:
-            return date.fromisoformat(raw.strip()).isoformat()
-        except ValueError:
-            raise ValueError(f"{raw!r} is not a date (YYYY-MM-DD)") from None
+        return self.parse(raw, None)
+
+    def parse(self, raw: str, locale: str | None) -> str:
+        return parse_day(raw, locale).isoformat()
 
 
 class Timestamp(FieldKind):
@@ -227,10 +247,15 @@ class RecordType:
         self.by_name[new.name] = new
 
     def normalize(
-        self, changes: Mapping[str, str | None], *, strict_names: bool = True
+        self,
+        changes: Mapping[str, str | None],
+        *,
+        strict_names: bool = True,
+        locale: str | None = None,
     ) -> tuple[dict[str, str | None], list[str]]:
         """Check ``changes`` (field -> raw text, None or "" to clear) and return them canonical,
-        with warnings. Raises ValidationError naming the first bad field."""
+        with warnings; numbers and dates are read as written in ``locale``.  Raises
+        ValidationError naming the first bad field."""
         clean: dict[str, str | None] = {}
         warnings: list[str] = []
         for name, raw in changes.items():
@@ -246,7 +271,7 @@ class RecordType:
                 clean[name] = None
                 continue
             try:
-                value = spec.kind.normalize(raw)
+                value = spec.kind.parse(raw, locale)
             except ValueError as problem:
                 raise ValidationError(f"{self.name} field {name!r}: {problem}") from None
             note = spec.kind.warning(value)

@@ -23,6 +23,7 @@ DELETED = "_deleted"  # pseudo-field whose dot says when a record was deleted or
 # Hidden field "~notes" remembers the text a free-text field was edited from, so two concurrent
 # edits can be merged line by line against their common ancestor.
 BASE_PREFIX = "~"
+LOCALE_KEY = "locale"  # the header entry (`Pipeline.extra`) holding the pipeline's locale
 
 
 def user_values(values: Mapping[str, str]) -> dict[str, str]:
@@ -269,6 +270,20 @@ class Pipeline:
         ]
         return sorted(found, key=lambda r: (r.get("date"), r.id))
 
+    # -- the locale numbers and dates are typed in (a header entry older versions keep) ------
+    @property
+    def locale(self) -> str | None:
+        """How amounts, dates and percentages typed into this pipeline are written (``de_DE``),
+        None when only forms that cannot be misread are accepted."""
+        return self.extra.get(LOCALE_KEY) or None
+
+    @locale.setter
+    def locale(self, name: str | None) -> None:
+        if name:
+            self.extra[LOCALE_KEY] = name
+        else:
+            self.extra.pop(LOCALE_KEY, None)
+
     def header_defaults(self) -> Mapping[str, str]:
         return {"currency": self.currency, "owner": self.owner}
 
@@ -280,8 +295,12 @@ class Pipeline:
         *,
         record_id: str | None = None,
         strict_names: bool = True,
+        locale: str | None = None,
     ) -> tuple[Record, list[str]]:
-        clean, warnings = rtype.normalize(values, strict_names=strict_names)
+        """Add a record; ``values`` are read in ``locale``, else the pipeline's."""
+        clean, warnings = rtype.normalize(
+            values, strict_names=strict_names, locale=locale or self.locale
+        )
         kept = {k: v for k, v in clean.items() if v is not None}
         defaults = self.header_defaults()
         for spec in rtype.fields:
@@ -298,11 +317,17 @@ class Pipeline:
         return record, warnings
 
     def update(
-        self, rtype: RecordType, record_id: str, changes: Mapping[str, str | None]
+        self,
+        rtype: RecordType,
+        record_id: str,
+        changes: Mapping[str, str | None],
+        *,
+        locale: str | None = None,
     ) -> tuple[Record, list[str]]:
-        """Apply changes; only fields whose value really changes get a new version."""
+        """Apply changes (read in ``locale``, else the pipeline's); only fields whose value
+        really changes get a new version."""
         record = self.find(record_id, rtype.name)
-        clean, warnings = rtype.normalize(changes)
+        clean, warnings = rtype.normalize(changes, locale=locale or self.locale)
         changed = {k: v for k, v in clean.items() if record.values.get(k) != v}
         if changed:
             values = dict(record.values)

@@ -26,6 +26,7 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
+    from salesmgr.exchange.profiles import ImportProfile
     from salesmgr.merge.engine import Conflict, FieldMerge, FieldOutcome, MergeReport, MergeSession
     from salesmgr.model.fields import Field, RecordType
     from salesmgr.model.pipeline import Pipeline, Record
@@ -92,6 +93,19 @@ def salesmgr_register_policies(register: Callable[[MergePolicy], None]) -> None:
     Called once when the registry is built.  ``register(policy)`` adds a
     `salesmgr.plugin.interfaces.MergePolicy` under its ``name`` (``--policy NAME``).
     Returns nothing.
+    """
+
+
+@hookspec
+def salesmgr_register_import_profiles(register: Callable[[ImportProfile], None]) -> None:
+    """Declare import profiles: how another CRM's CSV export maps onto salesmgr's fields.
+
+    Called once when the registry is built.  ``register(profile)`` adds a
+    `salesmgr.exchange.profiles.ImportProfile` under its ``name`` (``import --profile NAME``);
+    ``salesmgr import`` also picks, unasked, the one profile whose ``signature`` columns the
+    CSV's header has.  A name registered twice is an error.  Returns nothing.
+    The built-in Salesforce, HubSpot, Pipedrive and Zoho profiles come from
+    `salesmgr.plugins.crm_profiles`.
     """
 
 

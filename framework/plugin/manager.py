@@ -93,6 +93,7 @@ class Registry:
 
     def __init__(self, pm: pluggy.PluginManager) -> None:
         from salesmgr import __version__
+        from salesmgr.exchange.profiles import ImportProfile
         from salesmgr.model.fields import RecordType
 
         self.pm = pm
@@ -101,6 +102,7 @@ class Registry:
         self.codecs: list[Codec] = []
         self.transports: dict[str, Transport] = {}
         self.policies: dict[str, MergePolicy] = {}
+        self.import_profiles: dict[str, ImportProfile] = {}
         versions = pm.versions if isinstance(pm, PluginManager) else {}
         self.plugins: dict[str, PluginInfo] = {
             name: PluginInfo(name, versions.get(name, __version__))
@@ -144,11 +146,18 @@ class Registry:
                 raise PluginError(f"merge policy {policy.name!r} is registered twice")
             self.policies[policy.name] = policy
 
+        def add_import_profile(profile: ImportProfile) -> None:
+            if profile.name.casefold() in self.import_profiles:
+                raise PluginError(f"import profile {profile.name!r} is registered twice")
+            self.import_profiles[profile.name.casefold()] = profile
+
         collect("salesmgr_register_record_types", add_type, "record_type", lambda t: t.name)
         collect("salesmgr_register_fields", add_field, "field", lambda t, f: f"{t}.{f.name}")
         collect("salesmgr_register_codecs", add_codec, "codec", lambda c: c.name)
         collect("salesmgr_register_transports", add_transport, "transport", lambda t: t.scheme)
         collect("salesmgr_register_policies", add_policy, "policy", lambda p: p.name)
+        collect("salesmgr_register_import_profiles", add_import_profile, "import_profile",
+                lambda p: p.name)
         self.codecs.sort(key=lambda c: (c.format, c.version), reverse=True)
 
     def record_type(self, name: str) -> Any:
