@@ -84,7 +84,7 @@ def merge_locked(
 
 def conflict_rows(pipeline: Pipeline, include_all: bool) -> list[Record]:
     rows = [
-        r for r in pipeline.live("conflict")
+        r for r in pipeline.live(get_registry().conflict_log.name)
         if include_all or r.values.get("status") == "open"
     ]
     return sorted(rows, key=lambda r: (r.dot.at, r.id))
@@ -142,8 +142,9 @@ def short(value: object) -> str:
 def resolve_command(file: str, conflict_id: str, take: str) -> None:
     """Settle or reverse a conflict's decision; the choice travels on the next merge."""
     registry = get_registry()
+    log = registry.conflict_log
     with editing_pipeline(file) as pipeline:
-        conflict = pipeline.find(conflict_id, "conflict")
+        conflict = pipeline.find(conflict_id, log.name)
         values = conflict.values
         target_id, field = values["record_id"], values["field"]
         target = pipeline.records.get(target_id)
@@ -166,7 +167,7 @@ def resolve_command(file: str, conflict_id: str, take: str) -> None:
                 warn(warning)
         winner = take if take in ("desktop", "device") else "merged"
         pipeline.update(
-            registry.record_type("conflict"),
+            log,
             conflict.id,
             {"status": "resolved", "resolution": take, "winner": winner,
              "value": target.values.get(field) if field != DELETED else chosen},

@@ -16,14 +16,14 @@ from salesmgr import storage
 from salesmgr.cli.site_config import SiteConfig, find_site_config, resolve_secret
 from salesmgr.errors import ConfigError
 from salesmgr.plugin.hookspecs import hookimpl
-from salesmgr.plugin.interfaces import Link
+from salesmgr.plugin.interfaces import Link, MailboxTransport
 from salesmgr.plugin.manager import get_registry
 from salesmgr.storage import open_pipeline, save_pipeline
 from salesmgr.sync.channel import DEFAULT_TIMEOUT
 from salesmgr.sync.mailbox import DesktopDrops
 from salesmgr.sync.results import SessionResult
 from salesmgr.sync.session import DesktopSession
-from salesmgr.sync.transports import transport_for
+from salesmgr.sync.transports import live_transport, transport_for
 
 if TYPE_CHECKING:
     from salesmgr.model.pipeline import Pipeline
@@ -65,7 +65,7 @@ def connect(
         )
     secret = resolve_secret(secret, config)
     timeout = timeout or config.timeout or DEFAULT_TIMEOUT
-    transport = transport_for(url)
+    transport = live_transport(url)
     link = transport.connect(url, {**config.options, "timeout": timeout})
     return link, secret, timeout
 
@@ -76,11 +76,12 @@ def drop_box(
     """The device's drop box when its transport is store and forward (``folder://``), else
     None: the device is then reached over a live link (`connect`)."""
     url = url or config.url
-    if not url or not transport_for(url).store_and_forward:
+    transport = transport_for(url) if url else None
+    if url is None or not isinstance(transport, MailboxTransport):
         return None
     secret = resolve_secret(secret, config)
     timeout = timeout or config.timeout or DEFAULT_TIMEOUT
-    mailbox = transport_for(url).open_mailbox(url, {**config.options, "timeout": timeout})
+    mailbox = transport.open_mailbox(url, {**config.options, "timeout": timeout})
     return DesktopDrops(mailbox, secret, timeout=timeout)
 
 

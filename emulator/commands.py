@@ -12,7 +12,7 @@ import click
 from salesmgr.cli.site_config import resolve_secret
 from salesmgr.emulator.device import DeviceEmulator
 from salesmgr.errors import PipelineFileError
-from salesmgr.plugin.interfaces import STREAM_FILTER, Listener, Mailbox
+from salesmgr.plugin.interfaces import STREAM_FILTER, Listener, Mailbox, MailboxTransport
 from salesmgr.plugin.manager import get_registry
 from salesmgr.sync.channel import DEFAULT_TIMEOUT
 from salesmgr.sync.device_file import DeviceFile
@@ -91,7 +91,7 @@ def serve(
     transport = transport_for(url, registry)
     mailbox: Mailbox | None = None
     listener: Listener | None = None
-    if transport.store_and_forward:  # folder://: no session to wait for, a mailbox to watch
+    if isinstance(transport, MailboxTransport):  # no session to wait for, a mailbox to watch
         mailbox = transport.open_mailbox(url, options)
         where = mailbox.url
     else:

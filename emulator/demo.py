@@ -30,9 +30,9 @@ from salesmgr.cli.views import display_cell, make_console, output_mode, plain_ta
 from salesmgr.emulator.day import DaySummary, office_day, road_day, starting_pipeline
 from salesmgr.emulator.process import EmulatorProcess, emulator_command
 from salesmgr.errors import ConfigError, PluginError, SyncError
-from salesmgr.merge.engine import user_data
 from salesmgr.plugin.manager import get_registry
 from salesmgr.storage import editing_pipeline, save_pipeline
+from salesmgr.testing.compare import user_data
 
 if TYPE_CHECKING:
     from rich.table import Table

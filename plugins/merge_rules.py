@@ -42,6 +42,7 @@ def conflict_type() -> RecordType:
         ],
         help="a merge conflict: both values, which won, and whether the user settled it",
         title_field="label",
+        conflict_log=True,
     )
 
 
@@ -73,7 +74,9 @@ def salesmgr_merge_field(session: MergeSession, item: FieldMerge) -> FieldOutcom
         return FieldOutcome("desktop")
     if item.device_knows_desktop:
         return FieldOutcome("device")
-    if item.desktop_value == item.device_value or item.kind == "conflict":
+    if item.desktop_value == item.device_value or (
+        item.record_type is not None and item.record_type.conflict_log
+    ):
         # Same value on both sides (or two edits of a log entry): not a conflict, keep the newer.
         return FieldOutcome(newest(item))  # type: ignore[arg-type]
     spec = item.record_type.by_name.get(item.field) if item.record_type else None
@@ -181,11 +184,4 @@ def salesmgr_validate_merged(session: MergeSession, record: Record) -> list[str]
                 problems.append(f"{record.id[:8]} {name}: {value!r} is not in canonical form")
         except ValueError as problem:
             problems.append(f"{record.id[:8]} {name}: {problem}")
-    if record.kind == "activity":
-        parent = session.desktop.records.get(record.values.get("opportunity_id", ""))
-        if parent is not None and parent.deleted:
-            problems.append(
-                f"activity {record.id[:8]} was logged on opportunity "
-                f"{parent.id[:8]}, which is deleted"
-            )
     return problems

@@ -18,7 +18,7 @@ def live_side(conflict: Conflict) -> str:
     return "device" if conflict.desktop_value == "deleted" else "desktop"
 
 
-class FieldMerge(MergePolicy):
+class NewestField(MergePolicy):
     name = "field-merge"
     help = (
         "per field: a true conflict goes to the most recent change (versions break exact ties); "
@@ -71,6 +71,6 @@ class Manual(MergePolicy):
 
 @hookimpl
 def salesmgr_register_policies(register: Callable[[MergePolicy], None]) -> None:
-    for policy in (FieldMerge(), SideWins("desktop"), SideWins("device"), NewestRecord(),
+    for policy in (NewestField(), SideWins("desktop"), SideWins("device"), NewestRecord(),
                    KeepBoth(), Manual()):
         register(policy)

@@ -1,8 +1,10 @@
-"""The built-in record types, registered through the same hook a plugin would use."""
+"""The built-in record types and their own merge check, registered through the same hooks a plugin
+would use."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from salesmgr.model.fields import (
     Choice,
@@ -19,6 +21,10 @@ from salesmgr.model.fields import (
     Timestamp,
 )
 from salesmgr.plugin.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from salesmgr.merge.engine import MergeSession
+    from salesmgr.model.pipeline import Record
 
 STAGES = ("Lead", "Qualified", "Proposal", "Negotiation", "Won", "Lost")
 ACTIVITY_KINDS = ("call", "meeting", "email", "note")
@@ -51,6 +57,7 @@ def opportunity_type() -> RecordType:
         help="a sales opportunity",
         title_field="company",
         text_merge_fields=frozenset({"notes"}),
+        identity_fields=("company", "title"),
     )
 
 
@@ -78,3 +85,16 @@ def _now(header: object) -> str:
 def salesmgr_register_record_types(register: Callable[[RecordType], None]) -> None:
     register(opportunity_type())
     register(activity_type())
+
+
+@hookimpl
+def salesmgr_validate_merged(session: MergeSession, record: Record) -> list[str]:
+    """An activity merged in for an opportunity that is deleted on the desktop: say so."""
+    if record.kind != "activity":
+        return []
+    parent = session.desktop.records.get(record.values.get("opportunity_id", ""))
+    if parent is not None and parent.deleted:
+        return [
+            f"activity {record.id[:8]} was logged on opportunity {parent.id[:8]}, which is deleted"
+        ]
+    return []

@@ -33,7 +33,7 @@ from typing import Any
 from salesmgr import storage
 from salesmgr.errors import SyncError
 from salesmgr.plugin.hookspecs import hookimpl
-from salesmgr.plugin.interfaces import STREAM_FILTER, Mail, Transport
+from salesmgr.plugin.interfaces import STREAM_FILTER, AnyTransport, Mail, MailboxTransport
 
 PREFIX = "folder://"
 TEMPORARY_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", "~")
@@ -178,10 +178,9 @@ class FolderMailbox:
         pass  # nothing held open between calls
 
 
-class FolderTransport(Transport):
+class FolderTransport(MailboxTransport):
     scheme = "folder"
     help = "shared folder, store and forward: folder:///PATH (a mirrored folder of the device)"
-    store_and_forward = True
 
     def open_mailbox(self, url: str, options: Mapping[str, Any]) -> FolderMailbox:
         if options.get(STREAM_FILTER):
@@ -190,13 +189,7 @@ class FolderTransport(Transport):
             )
         return FolderMailbox(folder_of(url))
 
-    def connect(self, url: str, options: Mapping[str, Any]) -> Any:
-        raise SyncError(f"{url}: folder:// is store and forward; it has no live link")
-
-    def listen(self, url: str, options: Mapping[str, Any]) -> Any:
-        raise SyncError(f"{url}: folder:// is store and forward; it has no live link")
-
 
 @hookimpl
-def salesmgr_register_transports(register: Callable[[Transport], None]) -> None:
+def salesmgr_register_transports(register: Callable[[AnyTransport], None]) -> None:
     register(FolderTransport())

@@ -29,7 +29,7 @@ import serial
 
 from salesmgr.errors import SyncError
 from salesmgr.plugin.hookspecs import hookimpl
-from salesmgr.plugin.interfaces import Transport, filtered_stream
+from salesmgr.plugin.interfaces import AnyTransport, Transport, filtered_stream
 from salesmgr.plugins.serial_link import (
     DEAD_AFTER,
     PAYLOAD_SIZE,
@@ -424,6 +424,6 @@ class PtyTransport(SerialTransport):
 
 
 @hookimpl
-def salesmgr_register_transports(register: Callable[[Transport], None]) -> None:
+def salesmgr_register_transports(register: Callable[[AnyTransport], None]) -> None:
     register(SerialTransport())
     register(PtyTransport())

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from salesmgr.errors import SyncError
 from salesmgr.plugin.hookspecs import hookimpl
-from salesmgr.plugin.interfaces import Link, Transport, filtered_stream
+from salesmgr.plugin.interfaces import AnyTransport, Link, Transport, filtered_stream
 from salesmgr.sync.wire.protocol import MAX_MESSAGE
 
 LENGTH = struct.Struct(">I")
@@ -265,6 +265,6 @@ def server_context(url: str, options: Mapping[str, Any]) -> ssl.SSLContext:
 
 
 @hookimpl
-def salesmgr_register_transports(register: Callable[[Transport], None]) -> None:
+def salesmgr_register_transports(register: Callable[[AnyTransport], None]) -> None:
     register(TcpTransport())
     register(TlsTcpTransport())

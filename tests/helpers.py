@@ -10,9 +10,9 @@ from click.testing import CliRunner, Result
 
 from salesmgr import storage
 from salesmgr.cli.group import cli
-from salesmgr.merge.engine import user_data
 from salesmgr.model.pipeline import Pipeline
 from salesmgr.plugin.manager import get_registry
+from salesmgr.testing.compare import user_data
 
 
 def salesmgr(*args: object, env: dict[str, str] | None = None) -> Result:

@@ -23,12 +23,12 @@ from helpers import one_error_line, salesmgr
 
 from salesmgr import storage
 from salesmgr.emulator.day import office_day, road_day, starting_pipeline
-from salesmgr.merge.engine import user_data
 from salesmgr.model.pipeline import Pipeline
 from salesmgr.plugin.manager import Registry, get_registry, make_plugin_manager, use_registry
 from salesmgr.plugins.progress import showing_progress
 from salesmgr.sync.results import SessionResult
 from salesmgr.sync.session import DesktopSession, DeviceSession
+from salesmgr.testing.compare import user_data
 from salesmgr.testing.links import memory_link_pair
 
 SALESMGR = [str(Path(sys.executable).parent / "salesmgr")]  # the installed console script

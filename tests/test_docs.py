@@ -26,10 +26,10 @@ from salesmgr import storage
 from salesmgr.cli.group import cli
 from salesmgr.emulator.day import starting_pipeline
 from salesmgr.emulator.device import DeviceEmulator
-from salesmgr.merge.engine import user_data
 from salesmgr.plugin import hookspecs
 from salesmgr.plugin.manager import Registry, make_plugin_manager, use_registry
 from salesmgr.sync.device_file import DeviceFile
+from salesmgr.testing.compare import user_data
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGINS_MD = (ROOT / "docs" / "plugins.md").read_text()

@@ -18,9 +18,10 @@ from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from salesmgr import storage
-from salesmgr.merge.engine import merge_files, user_data
+from salesmgr.merge.engine import merge_files
 from salesmgr.model.pipeline import BASE_PREFIX, DELETED, Pipeline, Record, Sources, use_sources
 from salesmgr.plugin.manager import get_registry
+from salesmgr.testing.compare import user_data
 
 REGISTRY = get_registry()
 OPPORTUNITY = REGISTRY.record_type("opportunity")

@@ -13,9 +13,10 @@ from click.testing import CliRunner
 from salesmgr import storage
 from salesmgr.cli.group import cli
 from salesmgr.errors import MergeError
-from salesmgr.merge.engine import merge_files, user_data
+from salesmgr.merge.engine import merge_files
 from salesmgr.model.pipeline import Pipeline, Sources, use_sources
 from salesmgr.plugin.manager import Registry, get_registry, make_plugin_manager, use_registry
+from salesmgr.testing.compare import user_data
 
 REG = get_registry()
 OPP = REG.record_type("opportunity")

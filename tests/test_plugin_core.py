@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,9 +17,11 @@ import pytest
 from strategies import sample_pipeline
 
 from salesmgr import hookimpl, storage
-from salesmgr.errors import PluginError, ValidationError
+from salesmgr.errors import PluginError, SyncError, ValidationError
+from salesmgr.merge.engine import Conflict, FieldOutcome, merge_files
 from salesmgr.model.fields import Field, RecordType, Text
-from salesmgr.model.pipeline import Pipeline
+from salesmgr.model.pipeline import Pipeline, new_id
+from salesmgr.plugin.interfaces import MailboxTransport, MergePolicy, Transport
 from salesmgr.plugin.manager import (
     DISABLE_ENV,
     Registry,
@@ -27,6 +29,7 @@ from salesmgr.plugin.manager import (
     make_plugin_manager,
     use_registry,
 )
+from salesmgr.sync.transports import live_transport
 
 
 class RegionPlugin:
@@ -234,3 +237,110 @@ def test_declaring_something_twice_or_for_nothing_is_a_plugin_error(
 ) -> None:
     with pytest.raises(PluginError, match=problem):
         Registry(make_plugin_manager(entry_points=False, extra=[plugin]))
+
+
+# -- collecting hooks go through pluggy -------------------------------------------------------
+
+
+class NamedPolicy(MergePolicy):
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def resolve(self, conflict: Conflict) -> FieldOutcome:
+        return FieldOutcome("desktop")
+
+
+class WrapsPolicies:
+    """Cross-cutting work around a collecting hook: it sees the call and adds a policy after the
+    others registered theirs."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.known_after: list[str] = []
+
+    @hookimpl(wrapper=True)
+    def salesmgr_register_policies(
+        self, register: Callable[[MergePolicy], None]
+    ) -> Generator[None, None, None]:
+        self.calls += 1
+        result = yield
+        register(NamedPolicy("coin-toss"))
+        return result
+
+
+class Territory:
+    """One plugin class, installed twice under different names."""
+
+    def __init__(self, region: str) -> None:
+        self.region = region
+
+    @hookimpl
+    def salesmgr_register_policies(self, register: Callable[[MergePolicy], None]) -> None:
+        register(NamedPolicy(f"{self.region}-wins"))
+
+
+def test_a_wrapper_around_a_register_hook_runs_and_is_credited_with_what_it_adds() -> None:
+    wrapper = WrapsPolicies()
+    registry = Registry(make_plugin_manager(entry_points=False, extra=[wrapper]))
+    assert wrapper.calls == 1
+    assert "coin-toss" in registry.policies
+    name = registry.pm.get_name(wrapper)
+    assert registry.plugins[name].provides == [("policy", "coin-toss")]
+    built_in = registry.plugins["salesmgr.plugins.policies"].provides
+    assert ("policy", "field-merge") in built_in and ("policy", "coin-toss") not in built_in
+
+
+def test_each_instance_of_a_plugin_class_is_credited_with_its_own_registrations() -> None:
+    north, south = Territory("north"), Territory("south")
+    registry = Registry(make_plugin_manager(entry_points=False, extra=[north, south]))
+    assert registry.plugins[registry.pm.get_name(north)].provides == [("policy", "north-wins")]
+    assert registry.plugins[registry.pm.get_name(south)].provides == [("policy", "south-wins")]
+
+
+# -- the core finds record types through the registry, not by name ------------------------------
+
+
+class SecondConflictLog:
+    @hookimpl
+    def salesmgr_register_record_types(self, register: Callable[[RecordType], None]) -> None:
+        register(RecordType("clash", [Field("field", Text())], conflict_log=True))
+
+
+def test_the_conflict_log_type_is_the_one_flagged_and_only_one_may_be() -> None:
+    registry = Registry(make_plugin_manager(entry_points=False))
+    assert registry.conflict_log.name == "conflict"
+    with pytest.raises(PluginError, match="both keep the conflict log") as refused:
+        Registry(make_plugin_manager(entry_points=False, extra=[SecondConflictLog()]))
+    assert "'conflict'" in str(refused.value) and "'clash'" in str(refused.value)
+
+
+class Contacts:
+    """A third-party record type whose e-mail address names the person."""
+
+    @hookimpl
+    def salesmgr_register_record_types(self, register: Callable[[RecordType], None]) -> None:
+        register(RecordType(
+            "contact", [Field("name", Text()), Field("email", Text())],
+            title_field="name", identity_fields=("email",),
+        ))
+
+
+def test_combine_flags_likely_duplicates_of_any_type_that_names_its_identity_fields() -> None:
+    with registry_with(Contacts()) as registry:
+        ours, theirs = Pipeline(new_id(), "North"), Pipeline(new_id(), "South")
+        contact = registry.record_type("contact")
+        kept, _ = ours.add(contact, {"name": "Ana", "email": "ana@example.com"})
+        again, _ = theirs.add(contact, {"name": "Ana B.", "email": " ANA@example.com"})
+        theirs.add(contact, {"name": "Bo", "email": "bo@example.com"})
+        result = merge_files(ours, theirs, combine=True)
+    assert result.report.duplicates == [(kept.id, again.id, " ANA@example.com")]
+
+
+def test_live_and_store_and_forward_transports_are_two_interfaces(tmp_path: Path) -> None:
+    registry = Registry(make_plugin_manager(entry_points=False))
+    folder, tcp = registry.transport("folder"), registry.transport("tcp")
+    assert isinstance(folder, MailboxTransport) and not isinstance(folder, Transport)
+    assert not hasattr(folder, "connect") and not hasattr(folder, "listen")
+    assert isinstance(tcp, Transport) and not hasattr(tcp, "open_mailbox")
+    with pytest.raises(SyncError, match="folder:// is store and forward; it has no live link"):
+        live_transport(f"folder://{tmp_path}", registry)

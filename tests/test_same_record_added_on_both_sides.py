@@ -9,9 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from salesmgr.merge.engine import merge_files, user_data
+from salesmgr.merge.engine import merge_files
 from salesmgr.model.pipeline import Pipeline, Sources, use_sources
 from salesmgr.plugin.manager import get_registry
+from salesmgr.testing.compare import user_data
 
 OPPORTUNITY = get_registry().record_type("opportunity")
 DEAL = "11111111-2222-3333-4444-555555555555"

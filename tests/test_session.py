@@ -12,12 +12,12 @@ import pytest
 
 from salesmgr import hookimpl, storage
 from salesmgr.errors import ErrorCode, MergeError, PeerError, SalesmgrError, SyncError
-from salesmgr.merge.engine import user_data
 from salesmgr.model.pipeline import Pipeline
 from salesmgr.plugin.manager import get_registry
 from salesmgr.sync.device_file import DeviceFile, DeviceStore
 from salesmgr.sync.results import SessionResult
 from salesmgr.sync.session import DesktopSession, DeviceSession
+from salesmgr.testing.compare import user_data
 from salesmgr.testing.links import MemoryLink, memory_link_pair
 
 SECRET = "correct horse battery staple"

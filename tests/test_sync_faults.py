@@ -20,13 +20,13 @@ from hypothesis import strategies as st
 from salesmgr import storage
 from salesmgr.emulator.device import DeviceEmulator
 from salesmgr.errors import SalesmgrError, SyncError
-from salesmgr.merge.engine import user_data
 from salesmgr.model.pipeline import Pipeline
 from salesmgr.plugin.interfaces import STREAM_FILTER
 from salesmgr.plugin.manager import get_registry
 from salesmgr.sync.device_file import DeviceFile
 from salesmgr.sync.results import SessionResult
 from salesmgr.sync.session import DesktopSession
+from salesmgr.testing.compare import user_data
 from salesmgr.testing.faults import Faults
 
 SECRET = "fault-tolerant"

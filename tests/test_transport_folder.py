@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from salesmgr import storage
 from salesmgr.emulator.process import EmulatorProcess, emulator_command
 from salesmgr.errors import SalesmgrError, SyncError
-from salesmgr.merge.engine import merge_files, user_data
+from salesmgr.merge.engine import merge_files
 from salesmgr.model.pipeline import Pipeline
 from salesmgr.plugin.interfaces import Mail
 from salesmgr.plugin.manager import get_registry
@@ -37,6 +37,7 @@ from salesmgr.sync.mailbox import APPLIED, DesktopDrops, DeviceDrops, DeviceEven
 from salesmgr.sync.results import DropResult
 from salesmgr.sync.wire import drops
 from salesmgr.sync.wire.drops import Answer, DropKind, Load, Offer
+from salesmgr.testing.compare import user_data
 
 SECRET = "mirrored-folder-secret"
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"

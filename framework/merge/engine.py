@@ -11,11 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as default
-from typing import Any, Literal
+from typing import Literal
 
 from salesmgr.errors import MergeError
+from salesmgr.merge.duplicates import likely_duplicates
+from salesmgr.merge.report import ConflictEntry, Counts, MergeReport
 from salesmgr.model.fields import RecordType
-from salesmgr.model.pipeline import BASE_PREFIX, DELETED, Dot, Pipeline, Record, new_id, user_values
+from salesmgr.model.pipeline import BASE_PREFIX, DELETED, Dot, Pipeline, Record, new_id
 from salesmgr.plugin.interfaces import MergePolicy
 from salesmgr.plugin.manager import Registry, get_registry
 
@@ -96,101 +98,6 @@ class Conflict:
 
 
 @dataclass
-class Counts:
-    added: int = 0
-    changed: int = 0
-    deleted: int = 0
-
-    def as_json(self) -> dict[str, int]:
-        return {"added": self.added, "changed": self.changed, "deleted": self.deleted}
-
-
-@dataclass
-class ConflictEntry:
-    """A decided or open conflict, as written to the conflict log."""
-
-    id: str
-    record_id: str
-    kind: str
-    label: str
-    field: str
-    desktop_value: str | None
-    device_value: str | None
-    winner: str
-    value: str | None
-    policy: str
-    status: str
-
-    def as_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-@dataclass
-class MergeReport:
-    policy: str
-    to_desktop: Counts = default(default_factory=Counts)
-    to_device: Counts = default(default_factory=Counts)
-    conflicts: list[ConflictEntry] = default(default_factory=list)
-    warnings: list[str] = default(default_factory=list)
-    duplicates: list[tuple[str, str, str]] = default(default_factory=list)  # combine: likely dupes
-    # ids overwritten or deleted on each side, for the mass-change guard
-    touched_desktop: int = 0
-    touched_device: int = 0
-
-    @property
-    def changes_nothing(self) -> bool:
-        return not any(
-            (*self.to_desktop.as_json().values(), *self.to_device.as_json().values())
-        ) and not self.conflicts
-
-    def progress(self) -> dict[str, Any]:
-        """What the ``merged`` sync event says: the counts each way and how many conflicts."""
-        return {
-            "to_desktop": self.to_desktop.as_json(),
-            "to_device": self.to_device.as_json(),
-            "conflicts": len(self.conflicts),
-        }
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "policy": self.policy,
-            "to_desktop": self.to_desktop.as_json(),
-            "to_device": self.to_device.as_json(),
-            "conflicts": [c.as_json() for c in self.conflicts],
-            "warnings": list(self.warnings),
-            "likely_duplicates": [
-                {"desktop_id": a, "device_id": b, "label": label}
-                for a, b, label in self.duplicates
-            ],
-        }
-
-    def lines(self) -> list[str]:
-        d, v = self.to_desktop, self.to_device
-        out = [
-            f"desktop: {d.added} added, {d.changed} changed, {d.deleted} deleted",
-            f"device:  {v.added} added, {v.changed} changed, {v.deleted} deleted",
-            f"conflicts: {len(self.conflicts)} (policy {self.policy})",
-        ]
-        for c in self.conflicts:
-            state = "open, desktop value kept for now" if c.status == "open" else f"{c.winner} won"
-            out.append(
-                f"  {c.id[:8]} {c.label or c.record_id[:8]} {c.field}: "
-                f"desktop {show(c.desktop_value)} / device {show(c.device_value)} -> {state}"
-            )
-        for a, b, label in self.duplicates:
-            out.append(f"  likely duplicate: {label} (desktop {a[:8]}, device {b[:8]})")
-        out.extend(f"warning: {w}" for w in self.warnings)
-        return out
-
-
-def show(value: str | None) -> str:
-    if value is None:
-        return "(empty)"
-    text = value if len(value) <= 40 else value[:37] + "..."
-    return repr(text)
-
-
-@dataclass
 class MergeSession:
     """Everything the merge hooks may look at."""
 
@@ -198,11 +105,15 @@ class MergeSession:
     delta: Delta  # the device's changes
     policy: MergePolicy
     registry: Registry
-    desktop_changes: list[Record] = default(default_factory=list)
     report: MergeReport = default(default_factory=lambda: MergeReport("field-merge"))
     # Replicas restored from an older copy: their versions may have been minted twice, so
     # "already seen" cannot be trusted for them; their writes are compared as concurrent.
     untrusted: set[str] = default(default_factory=set)
+    # The record type the conflict log is kept in (bookkeeping, not the user's records).
+    log_kind: str = ""
+
+    def __post_init__(self) -> None:
+        self.log_kind = self.log_kind or self.registry.conflict_log.name
 
     @property
     def device_knowledge(self) -> dict[str, int]:
@@ -303,9 +214,6 @@ def merge_delta(
         )
     hook = registry.hook
     device_knowledge = dict(delta.knowledge)
-    session.desktop_changes = hook.salesmgr_collect_changes(
-        replica=desktop, since=device_knowledge
-    )
     incoming = {r.id: r for r in delta.records}
     pairs = hook.salesmgr_match_records(session=session)
     paired_device = set()
@@ -326,7 +234,7 @@ def merge_delta(
     # versions without the device holding them, so everything they wrote goes back.
     held = {r: c for r, c in device_knowledge.items() if r not in session.untrusted}
     back = delta_since(desktop, held, registry)
-    count_device_side(report, back, held)
+    count_device_side(report, back, held, session.log_kind)
     hook.salesmgr_merge_report(session=session, report=report)
     return MergeResult(report, back)
 
@@ -341,7 +249,7 @@ def take_new(session: MergeSession, record: Record) -> None:
         fresh = desktop.tick()
         mine.dot = fresh
         mine.field_dots = {DELETED: fresh} if mine.deleted else {}
-    if not record.deleted and record.kind != "conflict":
+    if not record.deleted and record.kind != session.log_kind:
         session.report.to_desktop.added += 1
         validate(session, desktop.records[record.id])
 
@@ -384,7 +292,7 @@ def merge_pair(session: MergeSession, mine: Record, theirs: Record) -> None:
         outcomes[name] = (item, outcome)
 
     label = record_label(rtype, mine if mine.values else theirs)
-    if conflicts and session.policy.record_level and mine.kind != "conflict":
+    if conflicts and session.policy.record_level and mine.kind != session.log_kind:
         decide_record(session, mine, theirs, outcomes, conflicts, label)
     else:
         for item in conflicts:
@@ -397,7 +305,7 @@ def merge_pair(session: MergeSession, mine: Record, theirs: Record) -> None:
         apply_outcome(session, mine, theirs, item, outcome)
     settle_deletion(session, mine, theirs, outcomes.get(DELETED), label)
 
-    if mine.kind != "conflict" and not mine.same_content(before):
+    if mine.kind != session.log_kind and not mine.same_content(before):
         if mine.deleted and not before.deleted:
             session.report.to_desktop.deleted += 1
         elif not mine.deleted and before.deleted:
@@ -471,7 +379,7 @@ def decide(
     )
     if outcome is None:
         raise MergeError(f"policy {session.policy.name!r} did not decide {item.field!r}")
-    if item.kind != "conflict":
+    if item.kind != session.log_kind:
         log_conflict(session, item, outcome, label)
     return outcome
 
@@ -646,7 +554,7 @@ def log_conflict(
         "policy": session.policy.name,
         "status": status,
     }
-    rtype = session.registry.record_type("conflict")
+    rtype = session.registry.record_type(session.log_kind)
     record, _ = session.desktop.add(
         rtype, {k: v for k, v in values.items() if v is not None}, strict_names=False
     )
@@ -665,11 +573,12 @@ def validate(session: MergeSession, record: Record) -> None:
 
 
 def count_device_side(
-    report: MergeReport, back: Delta, device_knowledge: Mapping[str, int]
+    report: MergeReport, back: Delta, device_knowledge: Mapping[str, int], log_kind: str
 ) -> None:
-    """What the device will see change, judged from what it knew when it sent its changes."""
+    """What the device will see change, judged from what it knew when it sent its changes
+    (entries of the conflict log, records of type ``log_kind``, are not counted)."""
     for record in back.records:
-        if record.kind == "conflict":
+        if record.kind == log_kind:
             continue
         existed = knows(device_knowledge, record.dot)
         if not existed:
@@ -735,7 +644,7 @@ def merge_files(
                 "the two files are different pipelines and share no history; "
                 "use --combine to join them (likely duplicates are flagged, not merged)"
             )
-        duplicates = likely_duplicates(desktop, device)
+        duplicates = likely_duplicates(desktop, device, registry.record_types.values())
         clash = set(desktop.records) & set(device.records)
         if clash:
             raise MergeError(f"cannot combine: {len(clash)} record ids appear in both pipelines")
@@ -750,19 +659,21 @@ def merge_files(
     }
     apply_delta(device, result.back)
     desktop.peers[device.replica_id] = dict(device.knowledge)
-    recount_device_side(result.report, before, device, result.back)
+    recount_device_side(
+        result.report, before, device, result.back, registry.conflict_log.name
+    )
     result.report.duplicates = duplicates
     return result
 
 
 def recount_device_side(
-    report: MergeReport, before: dict[str, Record], device: Pipeline, back: Delta
+    report: MergeReport, before: dict[str, Record], device: Pipeline, back: Delta, log_kind: str
 ) -> None:
     """With the device's whole file at hand, count exactly what changed on it."""
     counts = Counts()
     touched = 0
     for incoming in back.records:
-        if incoming.kind == "conflict":
+        if incoming.kind == log_kind:
             continue
         old = before.get(incoming.id)
         new = device.records[incoming.id]
@@ -779,30 +690,3 @@ def recount_device_side(
             counts.changed += 1
     report.to_device = counts
     report.touched_device = touched
-
-
-def likely_duplicates(desktop: Pipeline, device: Pipeline) -> list[tuple[str, str, str]]:
-    def key(record: Record) -> tuple[str, str]:
-        return (record.get("company").casefold().strip(), record.get("title").casefold().strip())
-
-    index: dict[tuple[str, str], str] = {}
-    for record in desktop.live("opportunity"):
-        index.setdefault(key(record), record.id)
-    found = []
-    for record in device.live("opportunity"):
-        match = index.get(key(record))
-        if match:
-            found.append((match, record.id, f"{record.get('company')} / {record.get('title')}"))
-    return found
-
-
-def user_data(pipeline: Pipeline) -> dict[str, tuple[str, bool, dict[str, str]]]:
-    """A pipeline's content as users see it (no versions, no hidden fields): for comparisons."""
-    return {
-        rid: (
-            r.kind,
-            r.deleted,
-            user_values(r.values),
-        )
-        for rid, r in pipeline.records.items()
-    }

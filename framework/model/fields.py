@@ -236,6 +236,12 @@ class RecordType:
     title_field: str | None = None
     # Fields whose text is merged line by line (three-way) instead of as a whole.
     text_merge_fields: frozenset[str] = frozenset()
+    # Fields that together name the real-world thing (an opportunity: company and title): two
+    # records of unrelated pipelines alike in all of them are flagged as likely duplicates.
+    identity_fields: tuple[str, ...] = ()
+    # True for the type the merge writes its conflict log in: its records are bookkeeping, not
+    # the user's data (never counted as changes, never themselves in conflict).
+    conflict_log: bool = False
 
     def __post_init__(self) -> None:
         self.by_name = {f.name: f for f in self.fields}

@@ -27,10 +27,11 @@ if TYPE_CHECKING:
     import click
 
     from salesmgr.exchange.profiles import ImportProfile
-    from salesmgr.merge.engine import Conflict, FieldMerge, FieldOutcome, MergeReport, MergeSession
+    from salesmgr.merge.engine import Conflict, FieldMerge, FieldOutcome, MergeSession
+    from salesmgr.merge.report import MergeReport
     from salesmgr.model.fields import Field, RecordType
     from salesmgr.model.pipeline import Pipeline, Record
-    from salesmgr.plugin.interfaces import Codec, MergePolicy, Transport
+    from salesmgr.plugin.interfaces import AnyTransport, Codec, MergePolicy
 
 PROJECT = "salesmgr"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -75,14 +76,14 @@ def salesmgr_register_codecs(register: Callable[[Codec], None]) -> None:
 
 
 @hookspec
-def salesmgr_register_transports(register: Callable[[Transport], None]) -> None:
+def salesmgr_register_transports(register: Callable[[AnyTransport], None]) -> None:
     """Declare transports.
 
-    Called once when the registry is built.  ``register(transport)`` adds a
-    `salesmgr.plugin.interfaces.Transport` for one URL scheme (``tcp``, ``serial``, ``folder``...);
-    ``salesmgr sync --from URL`` picks the transport by the URL's scheme.  A live transport
-    implements ``connect``/``listen`` (a duplex `Link`); a store-and-forward one sets
-    ``store_and_forward`` and implements ``open_mailbox``.  Returns nothing.
+    Called once when the registry is built.  ``register(transport)`` adds a transport for one URL
+    scheme (``tcp``, ``serial``, ``folder``...); ``salesmgr sync --from URL`` picks it by the URL's
+    scheme.  A live transport is a `salesmgr.plugin.interfaces.Transport` (``connect``/``listen``:
+    a duplex `Link`); a store-and-forward one is a `salesmgr.plugin.interfaces.MailboxTransport`
+    (``open_mailbox``).  Returns nothing.
     """
 
 

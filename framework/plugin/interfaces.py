@@ -100,16 +100,14 @@ class Mailbox(Protocol):
 
 
 class Transport:
-    """Carries a sync session for one URL scheme (``tcp://``, ``serial://``, ``folder://``).
+    r"""A live transport: carries a sync session over a duplex link for one URL scheme
+    (``tcp://``, ``serial://``): the desktop `connect`\ s, the device `listen`\ s.
 
-    A live transport implements `connect` and `listen` (a `Link` at a time).  A store-and-forward
-    transport, where desktop and device are never connected at once, sets ``store_and_forward``
-    and implements `open_mailbox` instead; the session code then exchanges drops through it
-    (`salesmgr.sync.mailbox`)."""
+    Where desktop and device are never connected at once, a transport is a `MailboxTransport`
+    instead; ``register`` takes either kind."""
 
     scheme: str = ""
     help: str = ""
-    store_and_forward: bool = False
 
     def connect(self, url: str, options: Mapping[str, Any]) -> Link:
         """Desktop side: open the link to the device at ``url``."""
@@ -119,9 +117,21 @@ class Transport:
         """Device side: wait for the desktop at ``url`` (the emulator uses this)."""
         raise NotImplementedError
 
+
+class MailboxTransport:
+    """A store-and-forward transport for one URL scheme (``folder://``): desktop and device are
+    never connected at once, so both sides open the same `Mailbox` and exchange drops through it
+    (`salesmgr.sync.mailbox`)."""
+
+    scheme: str = ""
+    help: str = ""
+
     def open_mailbox(self, url: str, options: Mapping[str, Any]) -> Mailbox:
-        """Both sides of a store-and-forward transport: the drop box at ``url``."""
+        """Both sides: the drop box at ``url``."""
         raise NotImplementedError
+
+
+AnyTransport = Transport | MailboxTransport
 
 
 STREAM_FILTER = "stream-filter"

@@ -11,15 +11,29 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from types import CodeType, FrameType
 from typing import Any
 
 import pluggy
+from pluggy import HookImpl
 
 from salesmgr.errors import PluginError
 from salesmgr.plugin import hookspecs
-from salesmgr.plugin.interfaces import Codec, MergePolicy, Transport
+from salesmgr.plugin.interfaces import (  # the interfaces are re-exported: plugins import them here
+    AnyTransport,
+    Codec,
+    MailboxTransport,
+    MergePolicy,
+    Transport,
+)
+
+__all__ = [
+    "AnyTransport", "Codec", "MailboxTransport", "MergePolicy", "PluginManager", "Registry",
+    "Transport", "get_registry", "make_plugin_manager", "use_registry",
+]
 
 DISABLE_ENV = "SALESMGR_DISABLE_PLUGINS"
 DISTRIBUTION = "salesmgr"  # entry points of this distribution are the built-in plugins
@@ -88,6 +102,39 @@ def make_plugin_manager(
     return pm
 
 
+class Implementations:
+    """The implementations of one hook, to tell which of them is running.
+
+    pluggy calls a hook's implementations one after the other in this thread, so the one running
+    is the innermost implementation function on the call stack (a wrapper's generator is
+    suspended, hence off the stack, while the implementations it wraps run).  That lets a
+    ``register`` callback credit what it receives to a plugin without calling implementations
+    one by one, which would skip wrappers."""
+
+    def __init__(self, caller: pluggy.HookCaller) -> None:
+        self.by_code: dict[CodeType, list[HookImpl]] = {}
+        for impl in caller.get_hookimpls():
+            code = getattr(impl.function, "__code__", None)
+            if code is not None:
+                self.by_code.setdefault(code, []).append(impl)
+
+    def current(self) -> str:
+        """The name of the plugin whose implementation called the caller of this method."""
+        frame: FrameType | None = sys._getframe(2)
+        while frame is not None:
+            impls = self.by_code.get(frame.f_code)
+            if impls:
+                if len(impls) == 1:
+                    return impls[0].plugin_name
+                # One class's method registered as several plugins: the instance tells.
+                owner = frame.f_locals.get("self")
+                for impl in impls:
+                    if impl.plugin is owner:
+                        return impl.plugin_name
+            frame = frame.f_back
+        raise PluginError("register() was called outside a salesmgr_register_* hook")
+
+
 class Registry:
     """What every registered plugin provides, looked up by name."""
 
@@ -100,7 +147,7 @@ class Registry:
         self.hook = pm.hook
         self.record_types: dict[str, RecordType] = {}
         self.codecs: list[Codec] = []
-        self.transports: dict[str, Transport] = {}
+        self.transports: dict[str, AnyTransport] = {}
         self.policies: dict[str, MergePolicy] = {}
         self.import_profiles: dict[str, ImportProfile] = {}
         versions = pm.versions if isinstance(pm, PluginManager) else {}
@@ -111,12 +158,16 @@ class Registry:
         }
 
         def collect(hookname: str, add: Any, what: str, key: Any) -> None:
-            # Called one implementation at a time so each thing is credited to its plugin.
-            for impl in reversed(getattr(pm.hook, hookname).get_hookimpls()):
-                def register(*args: Any, _plugin: str = impl.plugin_name) -> None:
-                    add(*args)
-                    self.plugins[_plugin].provides.append((what, key(*args)))
-                impl.function(register=register)
+            # One call through pluggy, so wrappers run like around any hook; ``register`` credits
+            # each thing to the plugin whose implementation is calling it.
+            caller = getattr(pm.hook, hookname)
+            calling = Implementations(caller)
+
+            def register(*args: Any) -> None:
+                add(*args)
+                self.plugins[calling.current()].provides.append((what, key(*args)))
+
+            caller(register=register)
 
         def add_type(rtype: RecordType) -> None:
             if rtype.name in self.record_types:
@@ -136,7 +187,7 @@ class Registry:
                 raise PluginError(f"codec {codec.name!r} is registered twice")
             self.codecs.append(codec)
 
-        def add_transport(transport: Transport) -> None:
+        def add_transport(transport: AnyTransport) -> None:
             if transport.scheme in self.transports:
                 raise PluginError(f"transport scheme {transport.scheme!r} is registered twice")
             self.transports[transport.scheme] = transport
@@ -159,12 +210,26 @@ class Registry:
         collect("salesmgr_register_import_profiles", add_import_profile, "import_profile",
                 lambda p: p.name)
         self.codecs.sort(key=lambda c: (c.format, c.version), reverse=True)
+        logs = [t.name for t in self.record_types.values() if t.conflict_log]
+        if len(logs) > 1:
+            raise PluginError(
+                f"record types {logs[0]!r} and {logs[1]!r} both keep the conflict log"
+            )
 
     def record_type(self, name: str) -> Any:
         try:
             return self.record_types[name]
         except KeyError:
             raise PluginError(f"no record type {name!r} (is its plugin installed?)") from None
+
+    @property
+    def conflict_log(self) -> Any:
+        """The record type the merge keeps its conflict log in (the one flagged
+        ``conflict_log``); every merge writes there, whatever plugin declared it."""
+        for rtype in self.record_types.values():
+            if rtype.conflict_log:
+                return rtype
+        raise PluginError("no record type keeps the conflict log (is its plugin installed?)")
 
     def writer_codec(self, format: str = "pipeline") -> Codec:
         for codec in self.codecs:
@@ -179,7 +244,7 @@ class Registry:
             known = ", ".join(sorted(self.policies))
             raise PluginError(f"no merge policy {name!r} (known: {known})") from None
 
-    def transport(self, scheme: str) -> Transport:
+    def transport(self, scheme: str) -> AnyTransport:
         try:
             return self.transports[scheme]
         except KeyError:

@@ -39,12 +39,12 @@ from salesmgr.errors import (
 )
 from salesmgr.merge.engine import (
     Delta,
-    MergeReport,
     apply_delta,
     count_device_side,
     delta_since,
     merge_delta,
 )
+from salesmgr.merge.report import MergeReport
 from salesmgr.model.pipeline import Pipeline, now_ms
 from salesmgr.plugin.interfaces import Mailbox
 from salesmgr.plugin.manager import Registry, get_registry
@@ -426,7 +426,7 @@ class DesktopDrops:
             return None
         back = delta_since(desktop, offer.knowledge, self.registry)
         result.report = MergeReport(policy)
-        count_device_side(result.report, back, offer.knowledge)
+        count_device_side(result.report, back, offer.knowledge, self.registry.conflict_log.name)
         result.notices.append(
             f"{found.entry} was merged before (its answer may have been lost): not merged again"
         )

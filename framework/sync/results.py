@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from salesmgr.merge.engine import MergeReport
+from salesmgr.merge.report import MergeReport
 from salesmgr.sync.rules import plural
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from salesmgr.errors import SyncError
-from salesmgr.plugin.interfaces import Transport
+from salesmgr.plugin.interfaces import AnyTransport, MailboxTransport, Transport
 from salesmgr.plugin.manager import Registry, get_registry
 
 
@@ -21,6 +21,14 @@ def scheme_of(url: str, registry: Registry | None = None) -> str:
     return scheme.lower()
 
 
-def transport_for(url: str, registry: Registry | None = None) -> Transport:
+def transport_for(url: str, registry: Registry | None = None) -> AnyTransport:
     registry = registry or get_registry()
     return registry.transport(scheme_of(url, registry))
+
+
+def live_transport(url: str, registry: Registry | None = None) -> Transport:
+    """The transport of ``url``, which must carry a live link."""
+    transport = transport_for(url, registry)
+    if isinstance(transport, MailboxTransport):
+        raise SyncError(f"{url}: {transport.scheme}:// is store and forward; it has no live link")
+    return transport
