@@ -21,6 +21,8 @@ from salesmgr.errors import PluginError, SyncError, ValidationError
 from salesmgr.merge.engine import Conflict, FieldOutcome, merge_files
 from salesmgr.model.fields import Field, RecordType, Text
 from salesmgr.model.pipeline import Pipeline, new_id
+from salesmgr.plugin import hookspecs
+from salesmgr.plugin.hookspecs import Hook, Hooks
 from salesmgr.plugin.interfaces import MailboxTransport, MergePolicy, Transport
 from salesmgr.plugin.manager import (
     DISABLE_ENV,
@@ -344,3 +346,13 @@ def test_live_and_store_and_forward_transports_are_two_interfaces(tmp_path: Path
     assert isinstance(tcp, Transport) and not hasattr(tcp, "open_mailbox")
     with pytest.raises(SyncError, match="folder:// is store and forward; it has no live link"):
         live_transport(f"folder://{tmp_path}", registry)
+
+
+def test_the_core_calls_every_hook_typed_as_its_spec_says() -> None:
+    specs = {name for name in vars(hookspecs) if name.startswith("salesmgr_")}
+    typed = {name: hook for name, hook in vars(Hooks).items() if isinstance(hook, Hook)}
+    assert set(typed) == specs
+    for name, hook in typed.items():
+        assert hook.first == getattr(hookspecs, name).salesmgr_spec["firstresult"], name
+    registry = Registry(make_plugin_manager(entry_points=False))
+    assert registry.hook.salesmgr_match_records is registry.pm.hook.salesmgr_match_records

@@ -158,6 +158,8 @@ def delta_since(
     """Everything ``replica`` holds that a peer with knowledge ``since`` lacks."""
     registry = registry or get_registry()
     records = registry.hook.salesmgr_collect_changes(replica=replica, since=since)
+    if records is None:
+        raise MergeError("no plugin collected the changes (salesmgr_collect_changes)")
     return Delta(
         replica.pipeline_id,
         replica.replica_id,
@@ -216,6 +218,8 @@ def merge_delta(
     device_knowledge = dict(delta.knowledge)
     incoming = {r.id: r for r in delta.records}
     pairs = hook.salesmgr_match_records(session=session)
+    if pairs is None:
+        raise MergeError("no plugin matched the records (salesmgr_match_records)")
     paired_device = set()
     report = session.report
     for desktop_id, device_id in pairs:

@@ -19,7 +19,7 @@ Cross-cutting work (timing, tracing) belongs in ``@hookimpl(wrapper=True)``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast, overload
 
 import pluggy
 
@@ -34,8 +34,29 @@ if TYPE_CHECKING:
     from salesmgr.plugin.interfaces import AnyTransport, Codec, MergePolicy
 
 PROJECT = "salesmgr"
-hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
+_spec_marker = pluggy.HookspecMarker(PROJECT)
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+@overload
+def hookspec(function: _F) -> _F: ...
+
+
+@overload
+def hookspec(*, firstresult: bool = False) -> Callable[[_F], _F]: ...
+
+
+def hookspec(
+    function: _F | None = None, *, firstresult: bool = False
+) -> _F | Callable[[_F], _F]:
+    """pluggy's spec marker, typed so that a spec stays the function it declares (tox wraps its
+    marker the same way): `Hooks` below reads each hook's signature from it."""
+
+    def mark(spec: _F) -> _F:
+        return cast(_F, _spec_marker(spec, firstresult=firstresult))
+
+    return mark if function is None else mark(function)
 
 
 # --- 1. Start-up: what exists ----------------------------------------------------------------
@@ -195,3 +216,63 @@ def salesmgr_sync_event(stage: str, info: Mapping[str, Any]) -> None:
     (``info`` has ``records`` and ``bytes`` so far), ``merged``, ``committed``, ``failed``.
     Returns nothing; progress bars and traces are built on it.
     """
+
+
+# --- the hooks as the core calls them ----------------------------------------------------------
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Hook(Generic[P, R]):
+    """One hook on `Hooks`: pluggy's caller, typed after the hook's spec.  Call it with keyword
+    arguments only (pluggy refuses positional ones)."""
+
+    def __init__(self, spec: Callable[..., Any], *, first: bool) -> None:
+        self.name = spec.__name__
+        self.first = first  # the spec says firstresult
+
+    def __get__(self, hooks: Hooks, owner: type | None = None) -> Callable[P, R]:
+        return cast(Callable[P, R], getattr(hooks.relay, self.name))
+
+
+def first_result(spec: Callable[P, R]) -> Hook[P, R]:
+    """A hook whose first non-None result wins: the call returns that result, or None."""
+    return Hook(spec, first=True)
+
+
+def every_result(spec: Callable[P, R | None]) -> Hook[P, list[R]]:
+    """A hook every implementation answers: the call returns their non-None results."""
+    return Hook(spec, first=False)
+
+
+def every_call(spec: Callable[P, None]) -> Hook[P, list[None]]:
+    """A hook that only tells: every implementation is called, nothing is returned."""
+    return Hook(spec, first=False)
+
+
+class Hooks:
+    """pluggy's hook relay as mypy sees it: each hook has its spec's parameters and returns what
+    pluggy returns for it, so a call that does not match its spec fails the type check.
+    (A hook not listed here, say a plugin's own, is still reachable, untyped.)"""
+
+    salesmgr_register_record_types = every_call(salesmgr_register_record_types)
+    salesmgr_register_fields = every_call(salesmgr_register_fields)
+    salesmgr_register_codecs = every_call(salesmgr_register_codecs)
+    salesmgr_register_transports = every_call(salesmgr_register_transports)
+    salesmgr_register_policies = every_call(salesmgr_register_policies)
+    salesmgr_register_import_profiles = every_call(salesmgr_register_import_profiles)
+    salesmgr_register_commands = every_call(salesmgr_register_commands)
+    salesmgr_collect_changes = first_result(salesmgr_collect_changes)
+    salesmgr_match_records = first_result(salesmgr_match_records)
+    salesmgr_merge_field = first_result(salesmgr_merge_field)
+    salesmgr_resolve_conflict = first_result(salesmgr_resolve_conflict)
+    salesmgr_validate_merged = every_result(salesmgr_validate_merged)
+    salesmgr_merge_report = every_call(salesmgr_merge_report)
+    salesmgr_sync_event = every_call(salesmgr_sync_event)
+
+    def __init__(self, relay: pluggy.HookRelay) -> None:
+        self.relay = relay
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.relay, name)

@@ -144,7 +144,7 @@ class Registry:
         from salesmgr.model.fields import RecordType
 
         self.pm = pm
-        self.hook = pm.hook
+        self.hook = hookspecs.Hooks(pm.hook)
         self.record_types: dict[str, RecordType] = {}
         self.codecs: list[Codec] = []
         self.transports: dict[str, AnyTransport] = {}
