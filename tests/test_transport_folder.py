@@ -659,6 +659,35 @@ def test_the_secret_never_lies_in_the_folder(loaded: Site) -> None:
 # --- interruptions ------------------------------------------------------------------------------
 
 
+class LoadArrivesWhileOffering(FolderMailbox):
+    """The folder as the device sees it while the desktop leaves a load just as the device is
+    writing its offer (the two never coordinate)."""
+
+    def __init__(self, site: Site) -> None:
+        super().__init__(site.mailbox.root)
+        self.site, self.arrived = site, False
+
+    def write(self, name: str, data: bytes) -> None:
+        super().write(name, data)
+        if name.startswith("offer-") and not self.arrived:
+            self.arrived = True
+            self.site.load()
+
+
+def test_a_load_left_while_the_device_writes_its_offer_is_taken_at_the_next_look(
+    site: Site,
+) -> None:
+    def stamp() -> object:  # as the emulator's: changes whenever the device file does
+        return site.device.stat().st_mtime_ns if site.device.exists() else 0
+
+    mailbox = LoadArrivesWhileOffering(site)
+    device = DeviceDrops(mailbox, SECRET, DeviceFile(site.device), settle=0.0, stamp=stamp)
+    assert [e.kind for e in device.step()] == ["offered"]
+    assert mailbox.arrived
+    assert [e.kind for e in device.step()] == ["loaded", "offered"]
+    assert content(site.device) == content(site.desk)
+
+
 class Killed(Exception):
     """The process was killed at this point (simulated)."""
 

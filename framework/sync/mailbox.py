@@ -674,9 +674,11 @@ class DeviceDrops:
         self.stamp = stamp
         self.complained: dict[str, str] = {}
         self.last: tuple[object, dict[str, object]] | None = None
+        self.wrote: set[str] = set()  # entries this step left in the mailbox
 
     def step(self) -> list[DeviceEvent]:
         entries = self.mailbox.entries()
+        self.wrote = set()
         if self.stamp is not None and self.last == (self.stamp(), entries):
             return []
         look = self.reader.look(
@@ -730,8 +732,17 @@ class DeviceDrops:
             self.mailbox.remove(request.entry)
         self.last = None
         if not look.arriving and self.stamp is not None:
-            self.last = (self.stamp(), self.mailbox.entries())
+            after = self.mailbox.entries()
+            # Remembered as seen only if nothing but this step's own drops came meanwhile: a
+            # load left while the offer was being written must be taken at the next look.
+            came = {name for name, token in after.items() if entries.get(name) != token}
+            if came <= self.wrote:
+                self.last = (self.stamp(), after)
         return events
+
+    def leave(self, entry: str, data: bytes) -> None:
+        self.mailbox.write(entry, data)
+        self.wrote.add(entry)
 
     def complain(self, look: Look) -> list[DeviceEvent]:
         """Each damaged or foreign drop once (it stays in place for inspection)."""
@@ -772,7 +783,7 @@ class DeviceDrops:
         """Leave a REFUSAL for the desktop; the refused drop stays until the desktop clears it."""
         note = Refusal(drops.new_drop_id(), now_ms(), found.drop.drop_id, int(refusal.wire_code),
                        str(refusal))
-        self.mailbox.write(note.entry, drops.seal(note, self.secret, self.registry))
+        self.leave(note.entry, drops.seal(note, self.secret, self.registry))
         return DeviceEvent(
             "refused", f"refused {found.entry}: {refusal}", code=refusal.exit_code, final=True
         )
@@ -802,7 +813,7 @@ class DeviceDrops:
                 if older is not current:
                     self.mailbox.remove(older.entry)
             return None
-        self.mailbox.write(fresh.entry, drops.seal(fresh, self.secret, self.registry))
+        self.leave(fresh.entry, drops.seal(fresh, self.secret, self.registry))
         for older in offers:
             self.mailbox.remove(older.entry)
         what = "everything it holds" if not fresh.since else "its changes since the last sync"
