@@ -124,6 +124,10 @@ def number_readings(text: str, locale: str | None) -> dict[Decimal, str]:
 def parse_number(text: str, locale: str | None) -> Decimal:
     """The one value ``text`` stands for in ``locale`` (or in any convention, without one)."""
     written = text.strip()
+    if CANONICAL_AMOUNT.fullmatch(written):
+        # salesmgr's own form: no convention reads it otherwise (a "." that groups digits is
+        # followed by three of them, a "," is not there), so Babel need not be asked.
+        return Decimal(written)
     readings = number_readings(written, locale)
     if len(readings) > 1:
         values = " or ".join(f"{v:f} ({how})" for v, how in readings.items())
