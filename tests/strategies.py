@@ -5,7 +5,9 @@
 `pipelines()` draws what a file can hold, not only what the built-in record types accept: any
 Unicode text (hypothesis never draws lone surrogates, which UTF-8 cannot hold), empty strings,
 64-bit counters and clocks at their limits, many replicas, per-field versions, tombstones, field
-names and record types no plugin here declares, and header ``extra`` entries.
+names and record types no plugin here declares, and header ``extra`` entries.  The one counter
+kept off the limit is the file's own replica's: that replica writes next, and a test that edits
+a drawn pipeline must not run out of versions (`EDIT_ROOM`).
 `opportunity_inputs()` draws raw user input that the built-in ``opportunity`` type accepts.
 `sample_pipeline()` is a small realistic pipeline; `sealed()` wraps a hand-made body in a valid
 envelope, for tests that forge files.
@@ -27,6 +29,8 @@ texts = st.text()
 short_texts = st.text(max_size=12)
 uuids = st.uuids().map(str)
 counters = st.integers(0, 2**64 - 1)
+EDIT_ROOM = 2**20  # versions left to the file's own replica: the edits one test can make
+own_counters = st.integers(0, 2**64 - 1 - EDIT_ROOM)
 clocks = st.integers(-(2**63), 2**63 - 1)
 
 KNOWN_KINDS = ("opportunity", "activity")
@@ -80,14 +84,19 @@ def pipelines(
 ) -> Pipeline:
     replicas = draw(st.lists(uuids, min_size=1, max_size=max_replicas, unique=True))
     ids = draw(st.lists(uuids, max_size=max_records, unique=True))
+    replica_id = draw(st.sampled_from(replicas))
+    known = draw(knowledge(replicas))
+    if replica_id in known:
+        # The next write is this replica's: a counter at 2**64-1 could not be written again.
+        known[replica_id] = draw(own_counters)
     return Pipeline(
         pipeline_id=draw(uuids),
         name=draw(texts),
         owner=draw(texts),
         currency=draw(st.sampled_from(["USD", "EUR", ""]) | short_texts),
-        replica_id=draw(st.sampled_from(replicas)),
+        replica_id=replica_id,
         home=draw(texts),
-        knowledge=draw(knowledge(replicas)),
+        knowledge=known,
         peers=draw(st.dictionaries(st.sampled_from(replicas), knowledge(replicas), max_size=3)),
         records={i: draw(records(replicas, i, kinds)) for i in ids},
         extra=draw(st.dictionaries(short_texts, texts, max_size=3)),
