@@ -516,6 +516,25 @@ def test_a_replayed_answer_is_not_applied_twice(loaded: Site) -> None:
     assert loaded.device.read_bytes() == device_before
 
 
+def test_a_late_answer_never_undoes_what_the_device_wrote_after_its_offer(loaded: Site) -> None:
+    deals = sorted(r.id for r in storage.load(loaded.desk).live("opportunity"))
+    moved, lost = deals[0], deals[1]
+    edit(loaded.desk, lambda p, opp: [p.update(opp, d, {"stage": "Proposal"}) for d in deals[:2]])
+    loaded.sync()  # the answer waits in the folder until the device comes back
+    assert drop_entries(loaded.box, "answer")
+    # Meanwhile, on the road: a new phone number for one deal, the other deal is lost.
+    edit(loaded.device, lambda p, opp: (p.update(opp, moved, {"phone": "555-0199"}),
+                                        p.delete(lost)))
+    loaded.look()  # the device takes the answer, written before these changes
+    device = storage.load(loaded.device)
+    assert device.records[moved].values["stage"] == "Proposal"  # the desktop's change arrived
+    assert device.records[moved].values["phone"] == "555-0199"  # and the road's stayed
+    assert device.records[lost].deleted
+    loaded.round()
+    assert content(loaded.desk) == content(loaded.device)
+    assert storage.load(loaded.desk).records[moved].values["phone"] == "555-0199"
+
+
 # --- the folder is a boundary -------------------------------------------------------------------
 
 
