@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from salesmgr.cli.site_config import SECRET_ENV
-from salesmgr.errors import SyncError
+from salesmgr.errors import SalesmgrError, SyncError
 
 START_TIMEOUT = 20.0  # seconds for the child to start Python, import salesmgr and listen
 STOP_TIMEOUT = 10.0
@@ -47,32 +47,60 @@ def emulator_command(
     return [*command, *extra]
 
 
-def mailbox_settled(folder: Path, device_file: Path) -> bool:
+def mailbox_settled(folder: Path, device_file: Path, secret: str | bytes) -> bool:
     """True when a store-and-forward device (``folder://``) has looked at everything the desktop
-    left in ``folder`` (taken it, refused it, or found it damaged) and its offer there describes
-    its file as it is now: the newest offer is newer than the file and than every load or
-    answer still lying there, or a refusal is."""
-    from salesmgr.sync.wire.drops import DropKind, parse_name
+    left in ``folder`` and its offer there describes its file as it is now: no load or answer
+    waits in the folder unless the device refused it, and the newest offer carries the device
+    file's knowledge (a blank offer for a device with nothing loaded).
 
-    newest: dict[DropKind, int] = {}
+    Judged by what the drops and the file say, never by their times: two processes' writes can
+    land in the same clock tick, or the emulator's first offer after the desktop's load."""
+    from salesmgr import storage
+    from salesmgr.sync.wire.auth import secret_bytes
+    from salesmgr.sync.wire.drops import DropKind, Offer, Refusal, parse_name, unseal
+
+    key = secret_bytes(secret)
+    waiting: set[str] = set()
+    refused: set[str] = set()
+    offers: list[Offer] = []
     with os.scandir(folder) as entries:
-        for entry in entries:
-            parsed = parse_name(entry.name)
-            if parsed is None:
-                continue
-            try:
-                written = entry.stat().st_mtime_ns
-            except FileNotFoundError:  # replaced by the device meanwhile
-                continue
-            kind = DropKind.ANSWER if parsed[0] is DropKind.LOAD else parsed[0]
-            newest[kind] = max(newest.get(kind, 0), written)
+        names = [entry.name for entry in entries]
+    for name in names:
+        parsed = parse_name(name)
+        if parsed is None:
+            continue
+        kind, drop_id = parsed
+        if kind in (DropKind.ANSWER, DropKind.LOAD):
+            waiting.add(drop_id)
+            continue
+        try:
+            drop = unseal((folder / name).read_bytes(), key, name)
+        except (FileNotFoundError, SalesmgrError):  # replaced meanwhile, or still arriving
+            return False
+        if isinstance(drop, Refusal):
+            refused.add(drop.refused)
+        elif isinstance(drop, Offer):
+            offers.append(drop)
+    if waiting - refused or not offers:
+        return False
+    newest = max(offers, key=lambda offer: (offer.created_ms, offer.drop_id))
     try:
-        changed = device_file.stat().st_mtime_ns
+        data = device_file.read_bytes()
     except FileNotFoundError:
-        changed = 0
-    offered = newest.get(DropKind.OFFER, 0)
-    looked = max(offered, newest.get(DropKind.REFUSAL, 0))
-    return offered > 0 and offered >= changed and looked >= newest.get(DropKind.ANSWER, 0)
+        data = b""
+    if not data:
+        return newest.blank
+    try:
+        held = storage.decode(data, str(device_file))
+    except SalesmgrError:
+        return False  # being replaced, or damaged: the emulator reports that itself
+    if not held.records:
+        return newest.blank
+    return (
+        not newest.blank
+        and newest.pipeline_id == held.pipeline_id
+        and newest.knowledge == held.knowledge
+    )
 
 
 class EmulatorProcess:
@@ -91,6 +119,7 @@ class EmulatorProcess:
         stamp = time.monotonic_ns()
         self.out_path = log_dir / f"emulator-{stamp}.out"
         self.err_path = log_dir / f"emulator-{stamp}.err"
+        self.secret = secret  # to read the drops of a store-and-forward device (settle)
         # The secret goes through the environment: a command line is visible to every user.
         child_env = {**os.environ, **(env or {}), SECRET_ENV: secret}
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
@@ -154,7 +183,7 @@ class EmulatorProcess:
         """Wait until the device has taken what the desktop left in ``mailbox`` and offers
         what its file holds now (see `mailbox_settled`); SyncError after ``timeout``."""
         deadline = time.monotonic() + timeout
-        while not mailbox_settled(mailbox, device_file):
+        while not mailbox_settled(mailbox, device_file, self.secret):
             if not self.running():
                 raise SyncError(f"the emulator stopped: {self.stderr.strip()[-300:]}")
             if time.monotonic() >= deadline:

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from salesmgr import storage
-from salesmgr.emulator.process import EmulatorProcess, emulator_command
+from salesmgr.emulator.process import EmulatorProcess, emulator_command, mailbox_settled
 from salesmgr.errors import SalesmgrError, SyncError
 from salesmgr.merge.engine import merge_files
 from salesmgr.model.pipeline import Pipeline
@@ -253,6 +253,42 @@ def test_the_emulator_refuses_a_drop_sealed_with_another_secret(
     assert not device.exists()
     after = snapshot(box)
     assert {k: v for k, v in after.items() if k.startswith("load-")} == before
+
+
+# --- when the device has settled (what the pytest plugin and the demo wait for) ------------------
+
+
+def test_settled_means_the_offer_describes_the_device_file_whatever_the_file_times(
+    site: Site,
+) -> None:
+    def settled() -> bool:
+        return mailbox_settled(site.box, site.device, SECRET)
+
+    def same_tick(*paths: Path) -> None:
+        """Two processes' writes landing in one tick of the file system's clock."""
+        for path in paths:
+            os.utime(path, ns=(1_900_000_000_000_000_000,) * 2)
+
+    assert not settled()  # nothing offered yet
+    site.look()  # a new device offers nothing
+    assert settled()
+    site.load()
+    # The emulator's first offer may well be written after the desktop's load.
+    same_tick(*(site.box / n for n in drop_entries(site.box, "offer")),
+              *(site.box / n for n in drop_entries(site.box, "load")))
+    assert not settled()
+    site.look()
+    assert settled() and storage.load(site.device).records
+    edit(site.device, lambda p, opp: p.add(opp, {"company": "Road", "title": "x"}))
+    same_tick(site.device, *(site.box / n for n in drop_entries(site.box, "offer")))
+    assert not settled()  # the offer does not hold the new lead yet
+    site.look()
+    assert settled()
+    edit(site.desk, lambda p, opp: p.add(opp, {"company": "Office", "title": "y"}))
+    site.sync()
+    assert not settled()  # the answer waits
+    site.look()
+    assert settled()
 
 
 # --- the desktop side on the command line --------------------------------------------------------
