@@ -49,9 +49,10 @@ def emulator_command(
 
 def mailbox_settled(folder: Path, device_file: Path, secret: str | bytes) -> bool:
     """True when a store-and-forward device (``folder://``) has looked at everything the desktop
-    left in ``folder`` and its offer there describes its file as it is now: no load or answer
-    waits in the folder unless the device refused it, and the newest offer carries the device
-    file's knowledge (a blank offer for a device with nothing loaded).
+    left in ``folder`` and its offer there describes its file as it is now: no readable load or
+    answer waits in the folder unless the device refused it (a damaged one it never takes), and
+    the newest offer carries the device file's knowledge (a blank offer for a device with
+    nothing loaded).
 
     Judged by what the drops and the file say, never by their times: two processes' writes can
     land in the same clock tick, or the emulator's first offer after the desktop's load."""
@@ -70,14 +71,17 @@ def mailbox_settled(folder: Path, device_file: Path, secret: str | bytes) -> boo
         if parsed is None:
             continue
         kind, drop_id = parsed
-        if kind in (DropKind.ANSWER, DropKind.LOAD):
-            waiting.add(drop_id)
-            continue
         try:
             drop = unseal((folder / name).read_bytes(), key, name)
-        except (FileNotFoundError, SalesmgrError):  # replaced meanwhile, or still arriving
+        except FileNotFoundError:  # taken or replaced meanwhile
             return False
-        if isinstance(drop, Refusal):
+        except SalesmgrError:
+            # Damaged, cut short or sealed with another secret: the device refuses it and
+            # leaves it in place for inspection; nothing of it can reach the device file.
+            continue
+        if kind in (DropKind.ANSWER, DropKind.LOAD):
+            waiting.add(drop_id)
+        elif isinstance(drop, Refusal):
             refused.add(drop.refused)
         elif isinstance(drop, Offer):
             offers.append(drop)

@@ -149,6 +149,7 @@ class DeviceFactory:
             pytest.skip(f"the {transport}:// transport is not installed")
         home = self.folder / f"device-{len(self.started) + 1}"
         home.mkdir()
+        new_folder = on is None
         if on is None:
             on = LISTEN_ON[transport].format(folder=home)
             if transport == "folder":
@@ -163,6 +164,10 @@ class DeviceFactory:
         mailbox = Path(process.url.removeprefix("folder://")) if transport == "folder" else None
         device = EmulatedDevice(transport, process.url, secret, path, process, mailbox)
         self.started.append(device)
+        if mailbox is not None and new_folder:
+            # A store-and-forward device is ready once its first offer lies in its new folder,
+            # as a live one is once it listens: what the desktop leaves is looked at afresh.
+            device.settle()
         return device
 
     def stop_all(self) -> None:
