@@ -5,9 +5,10 @@ already (a repeated one), is kept — the delta's sender had not seen it."""
 from __future__ import annotations
 
 from salesmgr import storage
-from salesmgr.merge.engine import apply_delta, delta_since, merge_delta, user_data
+from salesmgr.merge.engine import apply_delta, delta_since, merge_delta
 from salesmgr.model.pipeline import Pipeline
 from salesmgr.plugin.manager import get_registry
+from salesmgr.testing.compare import user_data
 
 OPPORTUNITY = get_registry().record_type("opportunity")
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from salesmgr import storage
-from salesmgr.merge.engine import user_data
 from salesmgr.model.pipeline import Pipeline
 from salesmgr.plugin.manager import get_registry
+from salesmgr.testing.compare import user_data
 
 
 def pipeline_of(count: int, company: str) -> Pipeline:
