@@ -306,7 +306,7 @@ def list_(
     mode = output_mode(as_json)
     if mode == "json":
         sys.stdout.flush()
-        write_json_array(map(RecordJson(rtype), records), sys.stdout.buffer)
+        write_json_array(map(RecordJson(rtype).encodable, records), sys.stdout.buffer)
         sys.stdout.buffer.flush()
         return
     if mode == "plain":
