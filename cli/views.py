@@ -100,12 +100,8 @@ class RecordJson:
         out: dict[str, Any] = {"id": record.id}
         out.update(zip(self.names, map(values.get, self.names), strict=True))
         for name, to_json in self.converters:
-            text = out[name]
-            if text is not None:
-                try:
-                    out[name] = to_json(text)
-                except ValueError:  # written by a newer or foreign version: show it as it is
-                    pass
+            if out[name] is not None:
+                out[name] = json_value(to_json, out[name])
         if not self.known.issuperset(values):
             for name, text in values.items():
                 if name not in out and not name.startswith(BASE_PREFIX):
@@ -125,16 +121,19 @@ class RecordJson:
             return self(record)
         row: list[Any] = [record.id, *map(values.get, self.names)]
         for at, to_json in self.converted_at:
-            text = row[at]
-            if text is not None:
-                try:
-                    row[at] = to_json(text)
-                except ValueError:  # written by a newer or foreign version: show it as it is
-                    pass
+            if row[at] is not None:
+                row[at] = json_value(to_json, row[at])
         if self.created_at is not None and row[self.created_at] is None:
             row[self.created_at] = self.when(record.dot)
         row.append(self.when(record.last_change if record.field_dots else record.dot))
         return self.struct(*row)
+
+
+def json_value(to_json: Callable[[str], Any], text: str) -> Any:
+    try:
+        return to_json(text)
+    except ValueError:  # written by a newer or foreign version: shown as it is
+        return text
 
 
 def record_json(record: Record, rtype: RecordType | None) -> dict[str, Any]:
@@ -186,13 +185,9 @@ def plain_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return tab_separated(header, ["\t".join(row) for row in rows], lambda: rows)
 
 
-def plain_records(
-    records: Sequence[Record], columns: Sequence[str], order: Sequence[int] | None = None
-) -> str:
-    """`plain_table` of records (in ``order``, indexes into ``records``, when given).
-
-    The cells are gathered column by column and joined row by row in C (map and zip), in the
-    records' own order; only the finished lines are put in ``order``."""
+def plain_records(records: Sequence[Record], columns: Sequence[str]) -> str:
+    """`plain_table` of records: the cells are gathered column by column and joined row by row
+    in C (map and zip), never a Python loop per cell."""
     values = list(map(attrgetter("values"), records))
     cells = [
         list(map(attrgetter("id"), records)) if name == "id"
@@ -200,10 +195,7 @@ def plain_records(
         for name in columns
     ]
     lines = list(map("\t".join, zip(*cells, strict=True)))
-    ordered = records if order is None else [records[i] for i in order]
-    if order is not None:
-        lines = list(map(lines.__getitem__, order))
-    return tab_separated(columns, lines, lambda: record_rows(ordered, columns))
+    return tab_separated(columns, lines, lambda: record_rows(records, columns))
 
 
 def tab_separated(
