@@ -13,8 +13,8 @@ import click
 from salesmgr import storage
 from salesmgr.cli.group import warn
 from salesmgr.cli.views import make_console, output_mode, plain_table, rich_table
-from salesmgr.errors import UnknownRecordError, ValidationError
-from salesmgr.model.pipeline import DELETED, Pipeline, Record
+from salesmgr.merge.resolve import resolve_conflict
+from salesmgr.model.pipeline import Pipeline, Record
 from salesmgr.plugin.hookspecs import hookimpl
 from salesmgr.plugin.manager import get_registry
 from salesmgr.storage import editing_pipeline, open_pipeline, save_pipeline
@@ -141,48 +141,11 @@ def short(value: object) -> str:
               help="keep the desktop's value, the device's, or give the value to use")
 def resolve_command(file: str, conflict_id: str, take: str) -> None:
     """Settle or reverse a conflict's decision; the choice travels on the next merge."""
-    registry = get_registry()
-    log = registry.conflict_log
     with editing_pipeline(file) as pipeline:
-        conflict = pipeline.find(conflict_id, log.name)
-        values = conflict.values
-        target_id, field = values["record_id"], values["field"]
-        target = pipeline.records.get(target_id)
-        if target is None:
-            raise UnknownRecordError(f"the conflict's record {target_id} is not in {file}")
-        if take in ("desktop", "device"):
-            chosen = values.get(f"{take}_value")
-        else:
-            chosen = take
-        if field == DELETED:
-            apply_deletion_choice(pipeline, target, chosen)
-        elif field == "*":
-            raise ValidationError("this conflict was decided for the whole record; edit it")
-        else:
-            if target.deleted:
-                raise ValidationError(f"record {target_id[:8]} is deleted; resolve its deletion")
-            rtype = registry.record_type(target.kind)
-            _, warnings = pipeline.update(rtype, target.id, {field: chosen or None})
-            for warning in warnings:
-                warn(warning)
-        winner = take if take in ("desktop", "device") else "merged"
-        pipeline.update(
-            log,
-            conflict.id,
-            {"status": "resolved", "resolution": take, "winner": winner,
-             "value": target.values.get(field) if field != DELETED else chosen},
-        )
-    click.echo(f"resolved {conflict.id[:8]}: {values.get('label') or target_id[:8]} {field}")
-
-
-def apply_deletion_choice(pipeline: Pipeline, target: Record, chosen: str | None) -> None:
-    if chosen == "deleted":
-        if not target.deleted:
-            pipeline.delete(target.id)
-    elif chosen in ("edited", None, ""):
-        pipeline.undelete(target.id)
-    else:
-        raise ValidationError("a deletion conflict takes desktop, device, 'deleted' or 'edited'")
+        resolution = resolve_conflict(pipeline, conflict_id, take)
+    for warning in resolution.warnings:
+        warn(warning)
+    click.echo(resolution.summary())
 
 
 commands = [merge_command, conflicts_command, resolve_command]

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from salesmgr import storage
 from salesmgr.cli.site_config import SiteConfig, find_site_config, resolve_secret
 from salesmgr.errors import ConfigError
+from salesmgr.model.pipeline import Pipeline
 from salesmgr.plugin.hookspecs import hookimpl
 from salesmgr.plugin.interfaces import Link, MailboxTransport
 from salesmgr.plugin.manager import get_registry
@@ -24,9 +25,6 @@ from salesmgr.sync.mailbox import DesktopDrops
 from salesmgr.sync.results import SessionResult
 from salesmgr.sync.session import DesktopSession
 from salesmgr.sync.transports import live_transport, transport_for
-
-if TYPE_CHECKING:
-    from salesmgr.model.pipeline import Pipeline
 
 PIPELINE = click.Path(dir_okay=False, path_type=Path)
 
@@ -119,6 +117,74 @@ def show_all(results: Sequence[SessionResult], as_json: bool) -> None:
             show(result, as_json)
 
 
+# What shows a live session's progress: given the link and the desktop pipeline, a context
+# manager around the session (the command line's progress bar; nothing for the web, which
+# follows the sync events itself).
+Watch = Callable[[Link, Pipeline], AbstractContextManager[object]]
+
+
+def unwatched(link: Link, desktop: Pipeline) -> AbstractContextManager[object]:
+    return nullcontext()
+
+
+def load_device(
+    file: Path, config: SiteConfig, url: str | None, secret: str | None,
+    timeout: float | None, watch: Watch = unwatched,
+) -> SessionResult:
+    """Load the device with the pipeline in ``file`` (which is not changed)."""
+    desktop = open_pipeline(file)
+    box = drop_box(config, url, secret, timeout)
+    if box is not None:
+        try:
+            return box.load(desktop)
+        finally:
+            box.mailbox.close()
+    link, secret, timeout = connect(config, url, secret, timeout, "--to")
+    try:
+        with watch(link, desktop):
+            return DesktopSession(link, secret, timeout=timeout).load(desktop)
+    finally:
+        link.close()
+
+
+def sync_device(
+    file: Path, config: SiteConfig, url: str | None, policy: str | None, dry_run: bool,
+    allow_mass_change: bool, secret: str | None, timeout: float | None,
+    watch: Watch = unwatched,
+) -> list[SessionResult]:
+    """Pull the device's changes into ``file``, merge, send back what the device lacks; the
+    file is locked throughout, so no edit can slip in between reading and saving it."""
+    policy = policy or config.policy or "field-merge"
+    get_registry().policy(policy)  # an unknown policy fails before connecting
+    with storage.exclusive(file):
+        desktop = open_pipeline(file)
+        box = drop_box(config, url, secret, timeout)
+        if box is not None:
+            try:
+                return box.sync(
+                    desktop,
+                    save=lambda pipeline: save_pipeline(pipeline, file),
+                    policy=policy,
+                    dry_run=dry_run,
+                    allow_mass_change=allow_mass_change,
+                )
+            finally:
+                box.mailbox.close()
+        link, secret, timeout = connect(config, url, secret, timeout, "--from")
+        try:
+            with watch(link, desktop):
+                result = DesktopSession(link, secret, timeout=timeout).sync(
+                    desktop,
+                    save=lambda pipeline: save_pipeline(pipeline, file),
+                    policy=policy,
+                    dry_run=dry_run,
+                    allow_mass_change=allow_mass_change,
+                )
+        finally:
+            link.close()
+        return [result]
+
+
 @click.command("load")
 @click.argument("file", type=PIPELINE)
 @click.option("--to", "url", metavar="URL", help="The device (default: from salesmgr.toml).")
@@ -132,20 +198,10 @@ def load(
     A new device (nothing loaded, or an empty pipeline) just gets it; a device holding changes
     this desktop has not seen refuses: sync first.  FILE is not changed."""
     config = find_site_config(file, config_path)
-    desktop = open_pipeline(file)
-    box = drop_box(config, url, secret, timeout)
-    if box is not None:
-        try:
-            show(box.load(desktop), as_json)
-        finally:
-            box.mailbox.close()
-        return
-    link, secret, timeout = connect(config, url, secret, timeout, "--to")
-    try:
-        with progress(link, file, desktop, as_json):
-            result = DesktopSession(link, secret, timeout=timeout).load(desktop)
-    finally:
-        link.close()
+    result = load_device(
+        file, config, url, secret, timeout,
+        watch=lambda link, desktop: progress(link, file, desktop, as_json),
+    )
     show(result, as_json)
 
 
@@ -171,45 +227,11 @@ def sync(
     Only what changed since the two last met crosses the link; the desktop file is saved before
     the device gets anything, so an interrupted sync is finished by the next one."""
     config = find_site_config(file, config_path)
-    policy = policy or config.policy or "field-merge"
-    get_registry().policy(policy)  # an unknown policy fails before connecting
-    with storage.exclusive(file):  # no edit of FILE may slip in between reading and saving
-        sync_locked(file, config, url, policy, dry_run, allow_mass_change, secret, timeout,
-                    as_json)
-
-
-def sync_locked(
-    file: Path, config: SiteConfig, url: str | None, policy: str, dry_run: bool,
-    allow_mass_change: bool, secret: str | None, timeout: float | None, as_json: bool,
-) -> None:
-    desktop = open_pipeline(file)
-    box = drop_box(config, url, secret, timeout)
-    if box is not None:
-        try:
-            results = box.sync(
-                desktop,
-                save=lambda pipeline: save_pipeline(pipeline, file),
-                policy=policy,
-                dry_run=dry_run,
-                allow_mass_change=allow_mass_change,
-            )
-        finally:
-            box.mailbox.close()
-        show_all(results, as_json)
-        return
-    link, secret, timeout = connect(config, url, secret, timeout, "--from")
-    try:
-        with progress(link, file, desktop, as_json):
-            result = DesktopSession(link, secret, timeout=timeout).sync(
-                desktop,
-                save=lambda pipeline: save_pipeline(pipeline, file),
-                policy=policy,
-                dry_run=dry_run,
-                allow_mass_change=allow_mass_change,
-            )
-    finally:
-        link.close()
-    show(result, as_json)
+    results = sync_device(
+        file, config, url, policy, dry_run, allow_mass_change, secret, timeout,
+        watch=lambda link, desktop: progress(link, file, desktop, as_json),
+    )
+    show_all(results, as_json)
 
 
 commands = [load, sync]
