@@ -38,7 +38,7 @@ from salesmgr.cli.views import (
 from salesmgr.errors import PipelineFileError, ValidationError
 from salesmgr.model.fields import Currency, RecordType
 from salesmgr.model.localized import canonical_locale, environment_locale, parse_day
-from salesmgr.model.pipeline import Pipeline
+from salesmgr.model.pipeline import Pipeline, Record
 from salesmgr.plugin.hookspecs import hookimpl
 from salesmgr.plugin.manager import get_registry
 from salesmgr.reports import SORT_KEYS, select, value_totals
@@ -253,12 +253,18 @@ def delete(file: Path, record_id: str) -> None:
 @field_option
 def log(file: Path, opportunity_id: str, fields: dict[str, str]) -> None:
     """Log an activity (call, meeting, e-mail, note) against an opportunity; prints its id."""
-    rtype = record_type(ACTIVITY)
     with editing_pipeline(file) as pipeline:
-        opportunity = pipeline.find(opportunity_id, OPPORTUNITY)
-        record, warnings = pipeline.add(rtype, {**fields, "opportunity_id": opportunity.id})
+        record, warnings = log_activity(pipeline, opportunity_id, fields)
     show_warnings(warnings)
     click.echo(record.id)
+
+
+def log_activity(
+    pipeline: Pipeline, opportunity_id: str, fields: dict[str, str]
+) -> tuple[Record, list[str]]:
+    """Add an activity to a live opportunity (``salesmgr log``, the web's activity form)."""
+    opportunity = pipeline.find(opportunity_id, OPPORTUNITY)
+    return pipeline.add(record_type(ACTIVITY), {**fields, "opportunity_id": opportunity.id})
 
 
 # -- reading --------------------------------------------------------------------------------
