@@ -1,0 +1,86 @@
+"""The board: one column per stage with its count, value and weighted value, a card per deal;
+a deal moves to another stage in one action (drag it, or pick the stage on its card)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from salesmgr.cli.records import OPPORTUNITY, record_type
+from salesmgr.model.fields import Choice
+from salesmgr.model.pipeline import Record
+from salesmgr.web.app import blocking, posted, render, see_other, site_of, text
+
+CARDS_PER_COLUMN = 50  # a column of 20,000 deals shows its most urgent; the List shows all
+
+
+@dataclass
+class Column:
+    stage: str
+    count: int = 0
+    cards: list[Record] = field(default_factory=list)
+
+
+def stages() -> tuple[str, ...]:
+    kind = record_type(OPPORTUNITY).by_name["stage"].kind
+    return kind.choices if isinstance(kind, Choice) else ()
+
+
+def urgency(record: Record) -> tuple[bool, str, str, str]:
+    """Soonest next action first; deals without one last."""
+    values = record.values
+    due = values.get("next_action_date", "")
+    return (not due, due, values.get("company", "").casefold(), record.id)
+
+
+def columns_of(records: list[Record]) -> list[Column]:
+    columns = {stage: Column(stage) for stage in stages()}
+    for record in records:
+        stage = record.values.get("stage", "")
+        column = columns.get(stage) or columns.setdefault(stage, Column(stage))
+        column.count += 1
+        column.cards.append(record)
+    for column in columns.values():
+        column.cards = sorted(column.cards, key=urgency)[:CARDS_PER_COLUMN]
+    return list(columns.values())
+
+
+def overdue(record: Record, today: date) -> bool:
+    due = record.values.get("next_action_date", "")
+    return bool(due) and due < today.isoformat()
+
+
+async def board(request: Request) -> Response:
+    from salesmgr.web.reports import totals_by_stage
+
+    site = site_of(request)
+    pipeline = await blocking(site.source.read)
+    records = list(pipeline.live(OPPORTUNITY))
+    columns = await blocking(columns_of, records)
+    totals = await blocking(totals_by_stage, pipeline, site.today())
+    return render(request, "board.html", columns=columns, totals=totals, stages=stages(),
+                  overdue=overdue)
+
+
+async def move(request: Request) -> Response:
+    """Move a deal to another stage: an ordinary edit of its stage field."""
+    form = await posted(request)
+    site = site_of(request)
+    record_id = request.path_params["record_id"]
+
+    def change() -> None:
+        with site.source.editing() as pipeline:
+            pipeline.update(record_type(OPPORTUNITY), record_id, {"stage": text(form, "stage")})
+
+    await blocking(change)
+    return see_other("/")
+
+
+routes = [
+    Route("/", board, methods=["GET"]),
+    Route("/opportunities/{record_id}/stage", move, methods=["POST"]),
+]

@@ -1,0 +1,58 @@
+"""The pipeline file a web server shows: read once, read again only when the file changes.
+
+Reading a 100,000-record file takes about a second, so pages work on the copy in memory; a
+change by anyone else (a ``salesmgr edit``, a sync, another browser tab) replaces the file, which
+changes its inode, size or time, and the next page reads it again.  Changes go through
+`salesmgr.storage.editing_pipeline`, the same lock and atomic save the command line uses."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from salesmgr.model.pipeline import Pipeline
+from salesmgr.storage import editing_pipeline, exclusive, open_pipeline
+
+Stamp = tuple[int, int, int, int]
+
+
+def file_stamp(path: Path) -> Stamp | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None  # open_pipeline says what is wrong
+    return (info.st_ino, info.st_dev, info.st_size, info.st_mtime_ns)
+
+
+class PipelineSource:
+    """One pipeline file, its last reading, and the way to change it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._guard = threading.Lock()
+        self._pipeline: Pipeline | None = None
+        self._stamp: Stamp | None = None
+
+    def read(self) -> Pipeline:
+        """The pipeline as the file holds it now; callers must not change the object."""
+        with self._guard:
+            stamp = file_stamp(self.path)
+            if self._pipeline is None or stamp is None or stamp != self._stamp:
+                self._pipeline = open_pipeline(self.path)
+                self._stamp = stamp
+            return self._pipeline
+
+    @contextmanager
+    def editing(self) -> Iterator[Pipeline]:
+        """Change the pipeline under the file's lock; saved when the block ends without error.
+
+        The saved pipeline becomes the one pages show, stamped while the lock is still held, so
+        no other writer's change can be mistaken for it."""
+        with exclusive(self.path):
+            with editing_pipeline(self.path) as pipeline:
+                yield pipeline
+            with self._guard:
+                self._pipeline, self._stamp = pipeline, file_stamp(self.path)
