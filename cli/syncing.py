@@ -151,7 +151,7 @@ def sync_device(
     file: Path, config: SiteConfig, url: str | None, policy: str | None, dry_run: bool,
     allow_mass_change: bool, secret: str | None, timeout: float | None,
     watch: Watch = unwatched,
-) -> list[SessionResult]:
+) -> Sequence[SessionResult]:
     """Pull the device's changes into ``file``, merge, send back what the device lacks; the
     file is locked throughout, so no edit can slip in between reading and saving it."""
     policy = policy or config.policy or "field-merge"

@@ -50,11 +50,16 @@ def page(browser: Any) -> Iterator[Any]:
     tab.set_default_timeout(15_000)
     errors: list[str] = []
     tab.on("pageerror", lambda error: errors.append(str(error)))
+    tab.on("console", lambda message: message.type == "error"
+           and not message.text.startswith("Failed to load resource")  # a 400 page, say
+           and errors.append(message.text))
+    tab.on("response", lambda response: "/static/" in response.url and not response.ok
+           and errors.append(f"{response.status} {response.url}"))
     tab.on("dialog", lambda dialog: (errors.append(f"dialog: {dialog.message}"),
                                      dialog.accept()))
     yield tab
     context.close()
-    assert errors == [], "the page raised a script error or opened a dialog"
+    assert errors == [], "a page failed to load an asset, raised a script error or opened a dialog"
 
 
 def day(offset: int) -> str:

@@ -34,7 +34,7 @@ from salesmgr.errors import (
 from salesmgr.web.security import CSRF_FIELD, Guard, GuardMiddleware, allowed_hosts, session_of
 from salesmgr.web.source import PipelineSource
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parent
 T = TypeVar("T")
 
 

@@ -3,6 +3,7 @@ a deal moves to another stage in one action (drag it, or pick the stage on its c
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -45,7 +46,7 @@ def columns_of(records: list[Record]) -> list[Column]:
         column.count += 1
         column.cards.append(record)
     for column in columns.values():
-        column.cards = sorted(column.cards, key=urgency)[:CARDS_PER_COLUMN]
+        column.cards = heapq.nsmallest(CARDS_PER_COLUMN, column.cards, key=urgency)
     return list(columns.values())
 
 

@@ -10,6 +10,7 @@ variable the config names, or from the form for this one session; it is never sh
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -101,8 +102,8 @@ def run(site: Site, job: SyncJob, config: SiteConfig, secret: str | None, policy
         if job.action == "load":
             job.results = [load_device(path, config, job.url, secret, None)]
         else:
-            job.results = sync_device(path, config, job.url, policy, job.action == "preview",
-                                      False, secret, None)
+            job.results = list(sync_device(path, config, job.url, policy,
+                                           job.action == "preview", False, secret, None))
     except SalesmgrError as problem:
         job.error = str(problem)
     except Exception as problem:  # a bug must still end the job on the page
@@ -123,8 +124,6 @@ async def sync_page(request: Request) -> Response:
             transport = registry.transport(scheme_of(config.url))
         except SalesmgrError:
             transport = None
-    import os
-
     return render(
         request, "sync.html", config=config, transport=transport,
         secret_set=bool(os.environ.get(config.secret_env)),

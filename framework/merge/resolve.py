@@ -18,12 +18,12 @@ class Resolution:
 
     conflict: Record
     target: Record
-    field: str
+    field_name: str
     warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         label = self.conflict.values.get("label") or self.target.id[:8]
-        return f"resolved {self.conflict.id[:8]}: {label} {self.field}"
+        return f"resolved {self.conflict.id[:8]}: {label} {self.field_name}"
 
 
 def resolve_conflict(

@@ -1,0 +1,93 @@
+"""How long the web pages of a 100,000-opportunity pipeline take, next to ``salesmgr list``.
+
+Run: ``python bench/web.py [--records N] [--repeat R]``
+
+``salesmgr web FILE --on 127.0.0.1:0`` runs as a user runs it (a subprocess); each page is
+fetched over HTTP, best of R.  The first page reads the file; the pages after it use the copy
+in memory until the file changes.  Baselines measured in the same run: ``salesmgr show FILE ID``
+(reading the file) and ``salesmgr list FILE`` (output piped).
+Goal: the board and the list render in under 1 second once the file is loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from codec import realistic_pipeline  # noqa: E402
+
+from cli import best_of  # noqa: E402
+from salesmgr import storage  # noqa: E402
+
+GOAL = 1.0
+
+
+def fetch(url: str) -> float:
+    started = time.perf_counter()
+    with urllib.request.urlopen(url, timeout=120) as response:
+        response.read()
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    script = str(Path(sys.executable).parent / "salesmgr")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "big.smp"
+        pipeline = realistic_pipeline(args.records)
+        storage.save(pipeline, path)
+        some_id = next(iter(pipeline.live("opportunity"))).id
+        company = next(iter(pipeline.live("opportunity"))).values["company"].split()[0]
+        baselines = [
+            ("salesmgr show FILE ID (read the file)", best_of(args.repeat,
+                                                             [script, "show", str(path), some_id])),
+            ("salesmgr list FILE", best_of(args.repeat, [script, "list", str(path)])),
+        ]
+        server = subprocess.Popen([script, "web", str(path), "--on", "127.0.0.1:0"],
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            assert server.stdout is not None
+            found = re.search(r"(http://\S+)/ ", server.stdout.readline())
+            assert found, "salesmgr web did not say where it serves"
+            base = found.group(1)
+            first = fetch(base + "/")
+            pages = [
+                ("board (/)", "/"),
+                ("list, first page (/list)", "/list"),
+                ("list, page 1,000", "/list?page=1000"),
+                ("list, one stage by value", "/list?stage=Won&sort=value"),
+                (f"list, search {company!r}", f"/list?q={company}"),
+                ("opportunity page", f"/opportunities/{some_id}"),
+            ]
+            timed = [(name, min(fetch(base + address) for _ in range(args.repeat)))
+                     for name, address in pages]
+        finally:
+            server.terminate()
+            server.wait(30)
+        size = path.stat().st_size
+    print(f"{args.records:,} opportunities, file {size:,} bytes, best of {args.repeat}")
+    print("| what | seconds |\n|---|---|")
+    for name, seconds in baselines:
+        print(f"| {name} | {seconds:.2f} |")
+    print(f"| web: first page (reads the file) | {first:.2f} |")
+    for name, seconds in timed:
+        print(f"| web: {name} | {seconds:.2f} |")
+    board, listed = timed[0][1], timed[1][1]
+    met = board < GOAL and listed < GOAL
+    print(f"goal: board and list under {GOAL:.0f} s after the file is loaded: "
+          f"{'met' if met else 'NOT met'} (board {board:.2f} s, list {listed:.2f} s)")
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
