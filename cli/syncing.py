@@ -159,27 +159,19 @@ def sync_device(
     with storage.exclusive(file):
         desktop = open_pipeline(file)
         box = drop_box(config, url, secret, timeout)
+        how: dict[str, Any] = {
+            "save": lambda pipeline: save_pipeline(pipeline, file),
+            "policy": policy, "dry_run": dry_run, "allow_mass_change": allow_mass_change,
+        }
         if box is not None:
             try:
-                return box.sync(
-                    desktop,
-                    save=lambda pipeline: save_pipeline(pipeline, file),
-                    policy=policy,
-                    dry_run=dry_run,
-                    allow_mass_change=allow_mass_change,
-                )
+                return box.sync(desktop, **how)
             finally:
                 box.mailbox.close()
         link, secret, timeout = connect(config, url, secret, timeout, "--from")
         try:
             with watch(link, desktop):
-                result = DesktopSession(link, secret, timeout=timeout).sync(
-                    desktop,
-                    save=lambda pipeline: save_pipeline(pipeline, file),
-                    policy=policy,
-                    dry_run=dry_run,
-                    allow_mass_change=allow_mass_change,
-                )
+                result = DesktopSession(link, secret, timeout=timeout).sync(desktop, **how)
         finally:
             link.close()
         return [result]

@@ -1,4 +1,4 @@
-"""Forecast and Agenda pages, and the board's column totals."""
+"""The board's column totals (until salesmgr.reports' forecast lands on main and replaces them)."""
 
 from __future__ import annotations
 

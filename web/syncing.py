@@ -26,7 +26,8 @@ from salesmgr.cli.syncing import load_device, sync_device
 from salesmgr.errors import SalesmgrError
 from salesmgr.plugin.hookspecs import hookimpl
 from salesmgr.plugin.manager import get_registry
-from salesmgr.sync.session import SessionResult, scheme_of
+from salesmgr.sync.results import SessionResult
+from salesmgr.sync.transports import transport_for
 from salesmgr.web.app import Site, posted, render, see_other, site_of, text
 
 ACTIONS = {"load": "Load the device", "preview": "Preview the sync", "sync": "Sync"}
@@ -121,7 +122,7 @@ async def sync_page(request: Request) -> Response:
     transport = None
     if config.url:
         try:
-            transport = registry.transport(scheme_of(config.url))
+            transport = transport_for(config.url)
         except SalesmgrError:
             transport = None
     return render(
