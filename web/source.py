@@ -41,8 +41,12 @@ class PipelineSource:
         with self._guard:
             stamp = file_stamp(self.path)
             if self._pipeline is None or stamp is None or stamp != self._stamp:
-                self._pipeline = open_pipeline(self.path)
-                self._stamp = stamp
+                pipeline = open_pipeline(self.path)
+                # Pages read it from several threads at once; the records of a file are made
+                # on their first walk, so that walk happens here, once, under the lock.
+                for _ in pipeline.records.values():
+                    pass
+                self._pipeline, self._stamp = pipeline, stamp
             return self._pipeline
 
     @contextmanager
