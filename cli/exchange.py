@@ -112,11 +112,16 @@ def import_(
     with editing_pipeline(file) as pipeline:
         result = run_import(pipeline, table, chosen, locale, update)
         report(result, csv_file, dry_run=False)
-        bad = len(result.refused)
-        if bad:
-            raise ValidationError(f"{csv_file}: {bad} bad row{'s' if bad > 1 else ''}; "
-                                  "nothing imported")
+        all_or_nothing(result, csv_file)
     click.echo(f"imported {csv_file} into {file}: {summary(result)}")
+
+
+def all_or_nothing(result: ImportResult, csv_file: Path | str) -> None:
+    """Raise when any row was refused, so nothing is saved (``salesmgr import``, the web's)."""
+    bad = len(result.refused)
+    if bad:
+        raise ValidationError(f"{csv_file}: {bad} bad row{'s' if bad > 1 else ''}; "
+                              "nothing imported")
 
 
 def run_import(

@@ -97,6 +97,8 @@ def test_every_page_shows_markup_and_quotes_as_text(tmp_path: Path) -> None:
         pages = {}
         for address in ("/", "/list", f"/opportunities/{deal}", "/conflicts", "/conflicts?all=1",
                         "/sync", "/import", "/opportunities/new", "/list?q=%3Cscript%3E",
+                        "/forecast", "/forecast?by=owner", "/forecast?by=month", "/agenda",
+                        "/agenda?days=3650&owner=%3Cscript%3E", "/list?sort=%3Cscript%3E",
                         "/opportunities/%3Cscript%3Ealert(1)%3C%2Fscript%3E"):
             pages[address] = visitor.open(address)[1]
         pages["import preview"] = upload(visitor, csv)
@@ -228,8 +230,8 @@ def test_a_bad_form_value_gets_the_command_lines_message_and_changes_nothing(
     with serving(path) as base:
         visitor = Visitor(base)
         visitor.open("/opportunities/new")
-        for option, value in (("value", "12.345"), ("currency", "EUX"), ("stage", "Maybe"),
-                              ("close_date", "31/12/2026"), ("probability", "140")):
+        for option, value in (("value", "twelve"), ("currency", "EUX"), ("stage", "Maybe"),
+                              ("close_date", "2026-13-45"), ("probability", "140")):
             cli = salesmgr("add", path, "--company", "A", "--title", "B",
                            f"--{option.replace('_', '-')}", value)
             message = one_error_line(cli).removeprefix("salesmgr: ")

@@ -20,6 +20,7 @@ from webserver import launch_chromium, screenshot_folder, serving
 from salesmgr import storage
 from salesmgr.model.pipeline import Pipeline
 from salesmgr.plugin.manager import get_registry
+from salesmgr.reports import forecast, money_2dp
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -230,15 +231,18 @@ def test_import_a_csv_after_a_preview(page: Any, tmp_path: Path, shots: Path) ->
         page.get_by_label("CSV file").set_input_files(str(bad))
         page.get_by_role("button", name="Preview").click()
         assert "1 refused" in page.locator(".lead").inner_text()
+        assert "135 is not between 0 and 100" in page.locator("tr.bad").inner_text()
         assert page.get_by_role("button", name="Import").count() == 0
         page.goto(base + "/import")
         page.get_by_label("CSV file").set_input_files(str(good))
         page.get_by_role("button", name="Preview").click()
-        assert "3 rows would be added" in page.locator(".lead").inner_text()
+        assert "3 added, 0 updated, 0 unchanged" in page.locator(".lead").inner_text()
         page.screenshot(path=shots / "import-preview.png", full_page=True)
         assert path.read_bytes() == before  # a preview writes nothing
-        page.get_by_role("button", name="Import 3 opportunities").click()
-        page.get_by_text("Imported 3 opportunities from leads.csv").wait_for()
+        page.get_by_role("button", name="Import: 3 added").click()
+        page.get_by_text("Imported leads.csv: 3 added").wait_for()
+        page.get_by_label("Search").fill("smith jones")
+        page.locator(".summary", has_text="1–1 of 1").wait_for()
         assert page.get_by_role("link", name="Smith, Jones & Co").count() == 1
         page.screenshot(path=shots / "list.png", full_page=True)
     companies = {r.values["company"]: r.values for r in storage.load(path).live("opportunity")}
@@ -284,6 +288,35 @@ def test_sync_with_the_emulated_device_and_read_the_report(
     assert "Fjord Fisk" in {r.values.get("company") for r in storage.load(path).live()}
 
 
+def test_forecast_and_agenda_from_the_same_figures_as_the_commands(
+    page: Any, tmp_path: Path, shots: Path
+) -> None:
+    path, _ = sample_pipeline(tmp_path)
+    expected = forecast(storage.load(path), "stage")
+    with serving(path) as base:
+        page.goto(base + "/")
+        page.get_by_role("link", name="Forecast").click()
+        charts = page.locator(".chart-box")
+        assert charts.count() == 2  # EUR and USD: never added together
+        for total in expected.totals:
+            box = page.locator(".chart-box", has=page.get_by_role("heading", name=total.currency))
+            assert box.locator("svg.chart rect").count() == 2 * len(
+                [r for r in expected.rows if r.currency == total.currency])
+            footer = box.locator("tfoot").inner_text()
+            assert f"{money_2dp(total.value):,.2f}" in footer
+            assert f"{money_2dp(total.weighted):,.2f}" in footer
+        page.screenshot(path=shots / "forecast.png", full_page=True)
+        page.get_by_role("link", name="By month of close date").click()
+        page.get_by_role("heading", name="Forecast by month of close date").wait_for()
+        page.get_by_role("link", name="Agenda").click()
+        overdue = page.locator(".agenda-group", has=page.get_by_role("heading", name="Overdue"))
+        assert overdue.locator("li").all_inner_texts() == [
+            f"{day(-5)} Harbor Foods Label printers — Find the buyer · ana",
+            f"{day(-2)} Acme Logistics Fleet renewal — Send revised quote · ana",
+        ]
+        page.screenshot(path=shots / "agenda.png", full_page=True)
+
+
 def test_the_board_fits_a_phone_and_every_field_has_a_label(
     browser: Any, tmp_path: Path, shots: Path
 ) -> None:
@@ -292,8 +325,8 @@ def test_the_board_fits_a_phone_and_every_field_has_a_label(
     tab = context.new_page()
     try:
         with serving(path) as base:
-            for address in ("/", "/list", f"/opportunities/{ids['Acme Logistics']}",
-                            "/sync", "/import", "/opportunities/new"):
+            for address in ("/", "/list", f"/opportunities/{ids['Acme Logistics']}", "/forecast",
+                            "/agenda", "/conflicts", "/sync", "/import", "/opportunities/new"):
                 tab.goto(base + address)
                 width = tab.evaluate("document.documentElement.scrollWidth")
                 assert width <= PHONE["width"], f"{address} is {width}px wide on a phone"

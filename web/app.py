@@ -58,7 +58,10 @@ def template_environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    from salesmgr.web.charts import amount
+
     env.filters["money"] = lambda value: money_text(value) if value else ""
+    env.filters["amount"] = amount
     env.filters["label"] = lambda name: name.replace("_", " ").capitalize()
     return env
 

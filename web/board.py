@@ -12,8 +12,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from salesmgr.cli.records import OPPORTUNITY, record_type
-from salesmgr.model.fields import Choice
 from salesmgr.model.pipeline import Record
+from salesmgr.reports import declared_stages as stages
 from salesmgr.web.app import blocking, posted, render, see_other, site_of, text
 
 CARDS_PER_COLUMN = 50  # a column of 20,000 deals shows its most urgent; the List shows all
@@ -24,11 +24,6 @@ class Column:
     stage: str
     count: int = 0
     cards: list[Record] = field(default_factory=list)
-
-
-def stages() -> tuple[str, ...]:
-    kind = record_type(OPPORTUNITY).by_name["stage"].kind
-    return kind.choices if isinstance(kind, Choice) else ()
 
 
 def urgency(record: Record) -> tuple[bool, str, str, str]:

@@ -1,8 +1,9 @@
-"""Import: upload a CSV, see what a dry run would add or refuse row by row, then confirm.
+"""Import: upload a CSV, see what a dry run would add, update or refuse row by row, confirm.
 
-The preview runs `salesmgr.cli.records.import_csv` on a copy of the pipeline read for it and
-throws the copy away; confirming runs it again on the locked file and saves only if every row
-is good (`ImportOutcome.check`), exactly as ``salesmgr import`` does."""
+It is ``salesmgr import`` with its dry run first: the same table reader, the same CRM profile
+found from the header, the same `run_import`; the preview runs it on a copy of the pipeline
+read for it and throws the copy away, and confirming runs it again on the locked file and saves
+only if no row is refused (`all_or_nothing`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import re
 import secrets
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from starlette.datastructures import UploadFile
@@ -17,22 +19,44 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from salesmgr.cli.records import ImportOutcome, ImportTable, import_csv
+from salesmgr.cli.exchange import all_or_nothing, run_import, summary, the_profile
 from salesmgr.errors import ValidationError
+from salesmgr.exchange.importing import ImportResult
+from salesmgr.exchange.tables import read_table
 from salesmgr.storage import open_pipeline
 from salesmgr.web.app import Site, blocking, posted, render, see_other, site_of, text
 
 MAX_UPLOAD = 64 * 1024 * 1024
-SHOWN_COLUMNS = ("company", "title", "stage", "value", "currency", "close_date")
 
 
-def uploads(site: Site) -> dict[str, Path]:
-    found: dict[str, Path] = site.state.setdefault("uploads", {})
+@dataclass
+class Upload:
+    """A CSV waiting for its confirmation, and how it is to be read."""
+
+    path: Path
+    update: bool
+
+    def run(self, site: Site, *, dry_run: bool) -> ImportResult:
+        table = read_table(self.path)
+        profile = the_profile(table.header, None, None)
+        if dry_run:
+            return run_import(open_pipeline(site.source.path), table, profile, None, self.update)
+        with site.source.editing() as pipeline:
+            result = run_import(pipeline, table, profile, None, self.update)
+            all_or_nothing(result, self.path.name)
+        return result
+
+    def discard(self) -> None:
+        shutil.rmtree(self.path.parent, ignore_errors=True)
+
+
+def uploads(site: Site) -> dict[str, Upload]:
+    found: dict[str, Upload] = site.state.setdefault("uploads", {})
     return found
 
 
 def safe_name(name: str | None) -> str:
-    """The uploaded file's own name (it names the file in error messages), made harmless."""
+    """The uploaded file's own name (it names the file in messages), made harmless."""
     base = re.sub(r"[^\w.\- ]", "_", Path(name or "").name).strip(". ")
     return base or "upload.csv"
 
@@ -51,48 +75,31 @@ async def preview(request: Request) -> Response:
     if len(data) > MAX_UPLOAD:
         raise ValidationError(f"{safe_name(upload.filename)}: larger than {MAX_UPLOAD >> 20} MB")
     folder = Path(tempfile.mkdtemp(prefix="salesmgr-web-import-"))
-    path = folder / safe_name(upload.filename)
-    path.write_bytes(data)
-
-    def dry_run() -> tuple[ImportTable, ImportOutcome]:
-        table = ImportTable.read(path)
-        return table, import_csv(open_pipeline(site.source.path), table)
-
+    waiting = Upload(folder / safe_name(upload.filename), update=form.get("update") == "on")
+    waiting.path.write_bytes(data)
     try:
-        table, outcome = await blocking(dry_run)
+        result = await blocking(lambda: waiting.run(site, dry_run=True))
     except Exception:
-        shutil.rmtree(folder, ignore_errors=True)
+        waiting.discard()
         raise
     key = secrets.token_urlsafe(16)
-    uploads(site)[key] = path
-    cells = {line: dict(zip(table.columns, row, strict=False)) for line, row in table.rows}
-    rows = [(line, cells[line], error, warnings) for line, error, warnings in outcome.rows]
-    return render(request, "import.html", preview=outcome, rows=rows, key=key,
-                  file_name=path.name, columns=SHOWN_COLUMNS)
+    uploads(site)[key] = waiting
+    return render(request, "import.html", preview=result, key=key, file_name=waiting.path.name,
+                  summary=summary(result), update=waiting.update)
 
 
 async def confirm(request: Request) -> Response:
     form = await posted(request)
     site = site_of(request)
-    path = uploads(site).pop(text(form, "key"), None)
-    if path is None:
+    waiting = uploads(site).pop(text(form, "key"), None)
+    if waiting is None:
         raise ValidationError("that upload is gone (already imported, or the server restarted); "
                               "upload the file again")
-
-    def run() -> ImportOutcome:
-        table = ImportTable.read(path)
-        with site.source.editing() as pipeline:
-            outcome = import_csv(pipeline, table)
-            outcome.check(table.path)
-        return outcome
-
     try:
-        outcome = await blocking(run)
+        result = await blocking(lambda: waiting.run(site, dry_run=False))
     finally:
-        shutil.rmtree(path.parent, ignore_errors=True)
-    count = outcome.added
-    site.guard.flash(request, f"Imported {count} opportunit{'y' if count == 1 else 'ies'} "
-                              f"from {path.name}")
+        waiting.discard()
+    site.guard.flash(request, f"Imported {waiting.path.name}: {summary(result)}")
     return see_other("/list")
 
 

@@ -4,19 +4,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from salesmgr.cli.records import OPPORTUNITY, by_company
+from salesmgr.errors import ValidationError
 from salesmgr.model.pipeline import Pipeline, Record
+from salesmgr.reports import select
 from salesmgr.web.app import blocking, render, site_of
 from salesmgr.web.board import stages
 
 PAGE_SIZE = 50
-SORTS = [("company", "Company"), ("value", "Value"), ("close_date", "Close date"),
-         ("next_action_date", "Next action")]
+SORTS = [("company", "Company"), ("-value", "Value, largest first"), ("close_date", "Close date"),
+         ("next_action_date", "Next action date"), ("stage", "Stage"), ("owner", "Owner"),
+         ("-probability", "Probability, highest first")]
 
 
 @dataclass
@@ -54,20 +57,24 @@ class Query:
         return "/list?" + urlencode({k: v for k, v in values.items() if v not in ("", None)})
 
 
-def select(pipeline: Pipeline, query: Query) -> list[Record]:
-    chosen = [
-        r for r in pipeline.live(OPPORTUNITY)
-        if (not query.stage or r.values.get("stage") == query.stage)
-        and (not query.owner or r.values.get("owner") == query.owner)
-    ]
-    return sorted(chosen, key=by_company)
+def chosen(pipeline: Pipeline, query: Query) -> list[Record]:
+    """`salesmgr.reports.select`: the very search, filters and sort of ``salesmgr list``."""
+    due = None
+    if query.due_before:
+        try:
+            due = date.fromisoformat(query.due_before)
+        except ValueError:
+            raise ValidationError(
+                f"next action before: {query.due_before!r} is not a date (YYYY-MM-DD)") from None
+    return select(pipeline, search=query.search or None, stage=query.stage or None,
+                  owner=query.owner or None, due_before=due, sort=query.sort or None)
 
 
 async def listing(request: Request) -> Response:
     site = site_of(request)
     query = Query.of(request)
     pipeline = await blocking(site.source.read)
-    records = await blocking(select, pipeline, query)
+    records = await blocking(chosen, pipeline, query)
     pages = max(1, -(-len(records) // PAGE_SIZE))
     query.page = min(query.page, pages)
     start = (query.page - 1) * PAGE_SIZE
