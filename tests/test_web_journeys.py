@@ -317,6 +317,28 @@ def test_forecast_and_agenda_from_the_same_figures_as_the_commands(
         page.screenshot(path=shots / "agenda.png", full_page=True)
 
 
+def test_a_sync_shows_its_progress_live_and_then_why_it_failed(
+    page: Any, tmp_path: Path, emulated_device: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path, _ = sample_pipeline(tmp_path)
+    # The device stops answering after its first words; the desktop gives up after 3 s.
+    device = emulated_device("tcp", faults=["stall-after=120"])
+    (tmp_path / "salesmgr.toml").write_text(f'[sync]\nurl = "{device.url}"\ntimeout = 3\n')
+    monkeypatch.setenv("SALESMGR_SECRET", device.secret)
+    with serving(path) as base:
+        page.goto(base + "/sync")
+        page.get_by_role("button", name="Load the device").click()
+        running = page.locator("#progress .running")
+        running.wait_for()
+        assert "records received" in running.inner_text()
+        first = running.inner_text()
+        page.wait_for_function(
+            "text => { const r = document.querySelector('#progress .running');"
+            " return r && r.innerText !== text; }", arg=first)  # it moves on its own
+        page.get_by_role("alert").wait_for(timeout=20_000)
+        assert page.locator("#progress[aria-busy]").count() == 0  # polling has stopped
+
+
 def test_the_board_fits_a_phone_and_every_field_has_a_label(
     browser: Any, tmp_path: Path, shots: Path
 ) -> None:

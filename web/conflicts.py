@@ -12,12 +12,14 @@ from salesmgr.cli.merging import conflict_json, conflict_rows
 from salesmgr.errors import ValidationError
 from salesmgr.merge.resolve import Resolution, resolve_conflict
 from salesmgr.model.pipeline import Pipeline
+from salesmgr.plugin.manager import get_registry
 from salesmgr.web.app import blocking, posted, render, see_other, site_of, text
 
 
 def unsettled(pipeline: Pipeline) -> int:
     """Conflicts the user has not settled: open ones, and those a policy decided."""
-    return sum(1 for r in pipeline.live("conflict") if r.values.get("status") != "resolved")
+    log = get_registry().conflict_log.name
+    return sum(1 for r in pipeline.live(log) if r.values.get("status") != "resolved")
 
 
 async def conflicts(request: Request) -> Response:

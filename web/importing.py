@@ -22,11 +22,12 @@ from starlette.routing import Route
 from salesmgr.cli.exchange import all_or_nothing, run_import, summary, the_profile
 from salesmgr.errors import ValidationError
 from salesmgr.exchange.importing import ImportResult
-from salesmgr.exchange.tables import read_table
+from salesmgr.exchange.tables import Table, read_table
 from salesmgr.storage import open_pipeline
 from salesmgr.web.app import Site, blocking, posted, render, see_other, site_of, text
 
 MAX_UPLOAD = 64 * 1024 * 1024
+SHOWN_COLUMNS = 6  # the preview shows the file's first columns beside each row's outcome
 
 
 @dataclass
@@ -36,15 +37,16 @@ class Upload:
     path: Path
     update: bool
 
-    def run(self, site: Site, *, dry_run: bool) -> ImportResult:
+    def run(self, site: Site, *, dry_run: bool) -> tuple[Table, ImportResult]:
         table = read_table(self.path)
         profile = the_profile(table.header, None, None)
         if dry_run:
-            return run_import(open_pipeline(site.source.path), table, profile, None, self.update)
+            pipeline = open_pipeline(site.source.path)
+            return table, run_import(pipeline, table, profile, None, self.update)
         with site.source.editing() as pipeline:
             result = run_import(pipeline, table, profile, None, self.update)
             all_or_nothing(result, self.path.name)
-        return result
+        return table, result
 
     def discard(self) -> None:
         shutil.rmtree(self.path.parent, ignore_errors=True)
@@ -78,14 +80,15 @@ async def preview(request: Request) -> Response:
     waiting = Upload(folder / safe_name(upload.filename), update=form.get("update") == "on")
     waiting.path.write_bytes(data)
     try:
-        result = await blocking(lambda: waiting.run(site, dry_run=True))
+        table, result = await blocking(lambda: waiting.run(site, dry_run=True))
     except Exception:
         waiting.discard()
         raise
     key = secrets.token_urlsafe(16)
     uploads(site)[key] = waiting
+    shown = table.header[:SHOWN_COLUMNS]
     return render(request, "import.html", preview=result, key=key, file_name=waiting.path.name,
-                  summary=summary(result), update=waiting.update)
+                  summary=summary(result), update=waiting.update, header=shown)
 
 
 async def confirm(request: Request) -> Response:
@@ -96,7 +99,7 @@ async def confirm(request: Request) -> Response:
         raise ValidationError("that upload is gone (already imported, or the server restarted); "
                               "upload the file again")
     try:
-        result = await blocking(lambda: waiting.run(site, dry_run=False))
+        _, result = await blocking(lambda: waiting.run(site, dry_run=False))
     finally:
         waiting.discard()
     site.guard.flash(request, f"Imported {waiting.path.name}: {summary(result)}")

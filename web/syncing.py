@@ -25,6 +25,7 @@ from salesmgr.cli.site_config import SiteConfig, find_site_config
 from salesmgr.cli.syncing import load_device, sync_device
 from salesmgr.errors import SalesmgrError
 from salesmgr.plugin.hookspecs import hookimpl
+from salesmgr.plugin.interfaces import MailboxTransport
 from salesmgr.plugin.manager import get_registry
 from salesmgr.sync.results import SessionResult
 from salesmgr.sync.transports import transport_for
@@ -127,6 +128,7 @@ async def sync_page(request: Request) -> Response:
             transport = None
     return render(
         request, "sync.html", config=config, transport=transport,
+        store_and_forward=isinstance(transport, MailboxTransport),
         secret_set=bool(os.environ.get(config.secret_env)),
         policies=sorted(registry.policies), actions=ACTIONS,
         running=jobs_of(site).running(),
