@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Collection
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -270,16 +269,6 @@ def log_activity(
 # -- reading --------------------------------------------------------------------------------
 
 
-def due_day(ctx: click.Context, param: click.Parameter, value: str | None) -> date | None:
-    """``--due-before`` as a day; written as ISO 8601, or in the pipeline's locale at run time."""
-    if value is None:
-        return None
-    try:
-        return parse_day(value, None)
-    except ValueError as problem:
-        raise click.BadParameter(str(problem), ctx, param) from None
-
-
 @click.command("list")
 @file_argument
 @click.option("--stage", help="Only opportunities in this stage.")
@@ -287,8 +276,9 @@ def due_day(ctx: click.Context, param: click.Parameter, value: str | None) -> da
               help="Only those whose company, contact, title or notes hold every word of TEXT "
               "(accents and case ignored: muller finds Müller).")
 @click.option("--owner", help="Only this owner's (case ignored).")
-@click.option("--due-before", callback=due_day, metavar="DATE",
-              help="Only those whose next action is due before DATE (YYYY-MM-DD).")
+@click.option("--due-before", metavar="DATE",
+              help="Only those whose next action is due before DATE (YYYY-MM-DD, or as the "
+              "pipeline's locale writes dates).")
 @click.option("--sort", metavar="FIELD",
               help=f"Sort by FIELD ({', '.join(SORT_KEYS)}); -FIELD sorts descending. "
               "Default: company, then title.")
@@ -298,7 +288,7 @@ def list_(
     stage: str | None,
     search: str | None,
     owner: str | None,
-    due_before: date | None,
+    due_before: str | None,
     sort: str | None,
     as_json: bool,
 ) -> None:
@@ -307,7 +297,13 @@ def list_(
     rtype = record_type(OPPORTUNITY)
     wanted = rtype.normalize({"stage": stage})[0]["stage"] if stage is not None else None
     pipeline = open_pipeline(file)
-    records = select(pipeline, search=search, stage=wanted, owner=owner, due_before=due_before,
+    before = None
+    if due_before is not None:
+        try:
+            before = parse_day(due_before, pipeline.locale)
+        except ValueError as problem:
+            raise ValidationError(f"--due-before: {problem}") from None
+    records = select(pipeline, search=search, stage=wanted, owner=owner, due_before=before,
                      sort=sort)
     mode = output_mode(as_json)
     if mode == "json":

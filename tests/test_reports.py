@@ -256,3 +256,13 @@ def test_a_table_never_cuts_amounts_ids_or_dates_and_totals_each_currency(
     assert any("35,000.50" in line and "USD" in line for line in total_lines)
     # Text wraps; what cannot fit even then is left out and the caption says so.
     assert ("too narrow for close, %, stage" in shown) == (columns < 200)
+
+
+def test_list_due_before_is_read_in_the_pipelines_locale(winter: Path) -> None:
+    ambiguous = salesmgr("list", winter, "--due-before", "07/12/2026")
+    assert ambiguous.exit_code == 2
+    assert ambiguous.stderr.startswith("salesmgr: --due-before: '07/12/2026' is ambiguous")
+    assert salesmgr("locale", winter, "de_DE").exit_code == 0
+    german = salesmgr("list", winter, "--due-before", "07.12.2026", "--json")
+    assert german.exit_code == 0, german.output
+    assert sorted(r["company"] for r in json.loads(german.stdout)) == ["Müller GmbH", "Omega"]

@@ -304,7 +304,7 @@ def parse_day(text: str, locale: str | None) -> date:
     if len(readings) > 1:
         days = " or ".join(f"{d.isoformat()} ({how})" for d, how in readings.items())
         raise ValueError(f"{text!r} is ambiguous {in_locale(locale)}: {days}; "
-                         "write it as YYYY-MM-DD or give --locale")
+                         "write it as YYYY-MM-DD or give a locale")
     if not readings:
         forms = "2026-12-31" if locale is None else f"{example_date(locale)} or 2026-12-31"
         raise ValueError(f"{text!r} is not a date {in_locale(locale)} (expected {forms}, "
