@@ -42,7 +42,6 @@ from salesmgr.merge.engine import (
     apply_delta,
     count_device_side,
     delta_since,
-    merge_delta,
 )
 from salesmgr.merge.report import MergeReport
 from salesmgr.model.pipeline import Pipeline, now_ms
@@ -394,7 +393,9 @@ class DesktopDrops:
                 self.ask_again(desktop, offer, look, wanted, slow, result, dry_run)
                 result.seconds = time.monotonic() - started
                 return result
-            merged = self.merge(desktop, offer, slow, result, policy, dry_run, allow_mass_change)
+            merged = self.merge(
+                desktop, offer, device, slow, result, policy, dry_run, allow_mass_change
+            )
             if merged is None:  # dry run
                 result.seconds = time.monotonic() - started
                 return result
@@ -436,6 +437,7 @@ class DesktopDrops:
         self,
         desktop: Pipeline,
         offer: Offer,
+        device: DeviceReport,
         slow: str,
         result: DropResult,
         policy: str,
@@ -445,23 +447,18 @@ class DesktopDrops:
         """Merge the offer into ``desktop``: (what the device lacks, the desktop's versions
         before), or None for a dry run."""
         untrusted = rules.fork_if_restored(desktop, slow, dry_run)
-        before = live_count(desktop)
-        versions = rules.versions(desktop)
         delta = Delta(desktop.pipeline_id, offer.device_replica, dict(offer.knowledge),
                       offer.records)
-        merged = merge_delta(
-            desktop, delta, policy=policy, registry=self.registry, untrusted=untrusted
+        done = rules.merge_on_desktop(
+            desktop, delta, device, untrusted=untrusted, policy=policy,
+            dry_run=dry_run, allow_mass_change=allow_mass_change, registry=self.registry,
+            events=self.events,
         )
-        desktop.peers[offer.device_replica] = dict(offer.knowledge)
-        result.report = merged.report
-        self.events("merged", **merged.report.progress())
-        result.mass_change = rules.brake(
-            merged, before, None if offer.blank else offer.live_records,
-            dry_run=dry_run, allow=allow_mass_change,
-        )
+        result.report = done.merged.report
+        result.mass_change = done.mass_change
         if dry_run:
             return None
-        return merged.back, versions
+        return done.merged.back, done.before
 
     def ask_again(
         self,

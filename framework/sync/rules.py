@@ -16,7 +16,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from salesmgr.errors import ErrorCode, MassChange, MergeError, SessionError
-from salesmgr.merge.engine import MergeResult, delta_since, merge_files, restored_replicas
+from salesmgr.merge.engine import (
+    Delta,
+    MergeResult,
+    delta_since,
+    merge_delta,
+    merge_files,
+    restored_replicas,
+)
 from salesmgr.model.pipeline import Pipeline, new_id
 from salesmgr.plugin.manager import Registry
 
@@ -160,6 +167,47 @@ def brake(
     if reason is None or dry_run or allow:
         return reason if dry_run else None
     raise MassChange(f"{where}{reason}")
+
+
+# --- the desktop merges ----------------------------------------------------------------------
+
+
+@dataclass
+class DesktopMerge:
+    """What the desktop's merge of a device's changes did."""
+
+    merged: MergeResult
+    mass_change: str | None  # a dry run that a real sync would refuse: why
+    before: Versions  # the desktop's versions before the merge, for `commit`
+
+
+def merge_on_desktop(
+    desktop: Pipeline,
+    delta: Delta,
+    device: DeviceReport,
+    *,
+    untrusted: tuple[str, ...],
+    policy: str,
+    dry_run: bool,
+    allow_mass_change: bool,
+    registry: Registry,
+    events: Callable[..., None],
+) -> DesktopMerge:
+    """Merge the changes the device sent into ``desktop``, then apply the brake.
+
+    ``untrusted`` is what `fork_if_restored` returned; ``events`` hears the ``merged`` stage.
+    Nothing is saved here: the carrier commits the desktop (`commit`) before anything goes back."""
+    desktop_before = live_count(desktop)
+    before = versions(desktop)
+    merged = merge_delta(desktop, delta, policy=policy, registry=registry, untrusted=untrusted)
+    # Record only what the device is known to hold; the rest waits for its next report.
+    desktop.peers[device.replica] = dict(device.knowledge)
+    events("merged", **merged.report.progress())
+    reason = brake(
+        merged, desktop_before, None if device.blank else device.live_records,
+        dry_run=dry_run, allow=allow_mass_change,
+    )
+    return DesktopMerge(merged, reason, before)
 
 
 # --- commit order --------------------------------------------------------------------------

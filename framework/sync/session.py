@@ -34,7 +34,6 @@ from salesmgr.merge.engine import (
     Delta,
     apply_delta,
     delta_since,
-    merge_delta,
 )
 from salesmgr.model.pipeline import Pipeline
 from salesmgr.plugin.interfaces import Link
@@ -200,27 +199,19 @@ class DesktopSession(_Session):
         self.channel.send(Pull(bool(slow), rules.wanted(desktop, slow)))
         delta = receive_delta(self.channel, self.events, desktop.pipeline_id, self.registry)
         self.result.records_received = len(delta.records)
-
-        desktop_before = live_count(desktop)
-        versions_before = rules.versions(desktop)
-        merged = merge_delta(
-            desktop, delta, policy=policy, registry=self.registry, untrusted=untrusted
+        done = rules.merge_on_desktop(
+            desktop, delta, device, untrusted=untrusted, policy=policy, dry_run=dry_run,
+            allow_mass_change=allow_mass_change, registry=self.registry, events=self.events,
         )
-        # Record only what the device is known to hold; the rest waits for its next report.
-        desktop.peers[device.replica] = dict(state.knowledge)
-        self.result.report = merged.report
-        self.events("merged", **merged.report.progress())
-        self.result.mass_change = rules.brake(
-            merged, desktop_before, None if state.blank else state.live_records,
-            dry_run=dry_run, allow=allow_mass_change,
-        )
+        self.result.report = done.merged.report
+        self.result.mass_change = done.mass_change
         if dry_run:
             self.channel.send(Finish(True))
             self.channel.receive(Ack)
             return
-        self.result.saved = rules.commit(desktop, versions_before, save)
+        self.result.saved = rules.commit(desktop, done.before, save)
         self.result.records_sent = send_delta(
-            self.channel, self.events, merged.back, self.registry, self.batch_bytes
+            self.channel, self.events, done.merged.back, self.registry, self.batch_bytes
         )
         self._finish()
 
