@@ -203,6 +203,8 @@ def test_a_cli_edit_and_a_browser_edit_made_together_both_land(tmp_path: Path) -
         sent = {k.replace("was.field.", "was."): v for k, v in sent.items()}
         status, page = visitor.post(f"/opportunities/{deal}", sent)
         assert status == 200 and "Saved" in page
+        visitor.open("/")
+        visitor.open("/list?sort=-value")
         # And at the same moment: three CLI adds and three browser adds.
         script = Path(sys.executable).with_name("salesmgr")
         clis = [subprocess.Popen([str(script), "add", str(path), "--company", f"CLI {i}",
@@ -216,6 +218,10 @@ def test_a_cli_edit_and_a_browser_edit_made_together_both_land(tmp_path: Path) -
         for thread in webs:
             thread.join(60)
         assert [p.wait(60) for p in clis] == [0, 0, 0]
+        # Pages remember what they computed for one version of the file, no longer.
+        board, listed = visitor.open("/")[1], visitor.open("/list?sort=-value")[1]
+        for company in ("CLI 0", "CLI 1", "CLI 2", "Web 0", "Web 1", "Web 2"):
+            assert company in board and company in listed
     values = storage.load(path).records[deal].values
     assert (values["phone"], values["title"]) == ("+1 555 0100", "Bigger fleet")
     companies = {r.values["company"] for r in storage.load(path).live("opportunity")}

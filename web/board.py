@@ -54,10 +54,11 @@ async def board(request: Request) -> Response:
     from salesmgr.web.reports import totals_by_stage
 
     site = site_of(request)
-    pipeline = await blocking(site.source.read)
-    records = list(pipeline.live(OPPORTUNITY))
-    columns = await blocking(columns_of, records)
-    totals = await blocking(totals_by_stage, pipeline, site.today())
+    today = site.today()
+    columns = await blocking(site.source.derived, "board columns",
+                             lambda pipeline: columns_of(list(pipeline.live(OPPORTUNITY))))
+    totals = await blocking(site.source.derived, "board totals",
+                            lambda pipeline: totals_by_stage(pipeline, today))
     return render(request, "board.html", columns=columns, totals=totals, stages=stages(),
                   overdue=overdue)
 

@@ -73,8 +73,9 @@ def chosen(pipeline: Pipeline, query: Query) -> list[Record]:
 async def listing(request: Request) -> Response:
     site = site_of(request)
     query = Query.of(request)
-    pipeline = await blocking(site.source.read)
-    records = await blocking(chosen, pipeline, query)
+    key = ("list", query.search, query.stage, query.owner, query.due_before, query.sort)
+    records = await blocking(site.source.derived, key,
+                             lambda pipeline: chosen(pipeline, query))
     pages = max(1, -(-len(records) // PAGE_SIZE))
     query.page = min(query.page, pages)
     start = (query.page - 1) * PAGE_SIZE
