@@ -6,7 +6,8 @@ Run: ``python bench/web.py [--records N] [--repeat R]``
 fetched over HTTP, best of R.  The first page reads the file; the pages after it use the copy
 in memory until the file changes.  Baselines measured in the same run: a process reading every
 record of the file, ``salesmgr show FILE ID`` and ``salesmgr list FILE`` (output piped).
-Goal: the board and the list render in under 1 second once the file is loaded.
+Goal: the board and the list render in under 1 second once the file is loaded (their first
+fetch, which computes them; fetched again they reuse that until the file changes).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def main() -> int:
             found = re.search(r"(http://\S+)/ ", server.stdout.readline())
             assert found, "salesmgr web did not say where it serves"
             base = found.group(1)
-            first = fetch(base + "/")
+            first = fetch(base + f"/opportunities/{some_id}")  # reads the file, computes nothing
             pages = [
                 ("board (/)", "/"),
                 ("list, first page (/list)", "/list"),
@@ -70,8 +71,12 @@ def main() -> int:
                 (f"list, search {company!r}", f"/list?q={company}"),
                 ("opportunity page", f"/opportunities/{some_id}"),
             ]
-            pages_timed = [(name, min(fetch(base + address) for _ in range(args.repeat)))
-                     for name, address in pages]
+            # A page's first fetch computes (filters, sorts); later ones reuse it until the
+            # file changes: both are printed.
+            pages_timed = []
+            for name, address in pages:
+                times = [fetch(base + address) for _ in range(args.repeat)]
+                pages_timed.append((name, times[0], min(times[1:] or times)))
         finally:
             server.terminate()
             server.wait(30)
@@ -81,8 +86,8 @@ def main() -> int:
     for name, seconds in baselines:
         print(f"| {name} | {seconds:.2f} |")
     print(f"| web: first page (reads the file) | {first:.2f} |")
-    for name, seconds in pages_timed:
-        print(f"| web: {name} | {seconds:.2f} |")
+    for name, computed, again in pages_timed:
+        print(f"| web: {name}: first / again | {computed:.2f} / {again:.2f} |")
     board, listed = pages_timed[0][1], pages_timed[1][1]
     met = board < GOAL and listed < GOAL
     print(f"goal: board and list under {GOAL:.0f} s after the file is loaded: "
