@@ -9,6 +9,7 @@ its module is imported only when that command runs or shows its help.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import Any, NoReturn
 
@@ -33,6 +34,19 @@ def warn(message: str) -> None:
 def report_error(error: SalesmgrError) -> NoReturn:
     click.echo(f"{PROG}: {one_line(str(error))}", err=True)
     sys.exit(error.exit_code)
+
+
+class PipelineAddress(click.ParamType):
+    """Where a pipeline lives: a file path, or a store's address (``sqlite:///office.db#emea``,
+    ``postgresql://HOST/DB#emea``); `salesmgr.storage` picks the store by the scheme."""
+
+    name = "pipeline"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        return os.fspath(value) if isinstance(value, os.PathLike) else str(value)
+
+
+PIPELINE = PipelineAddress()
 
 
 # -- the group ------------------------------------------------------------------------------

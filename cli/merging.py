@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import click
 
 from salesmgr import storage
-from salesmgr.cli.group import warn
+from salesmgr.cli.group import PIPELINE, warn
 from salesmgr.cli.views import make_console, output_mode, plain_table, rich_table
 from salesmgr.merge.resolve import resolve_conflict
 from salesmgr.model.pipeline import Pipeline, Record
@@ -33,8 +32,8 @@ def policy_option(default: str = "field-merge") -> Callable[[Any], Any]:
 
 
 @click.command("merge")
-@click.argument("desktop", type=click.Path(dir_okay=False))
-@click.argument("device", type=click.Path(dir_okay=False))
+@click.argument("desktop", type=PIPELINE)
+@click.argument("device", type=PIPELINE)
 @policy_option()
 @click.option("--combine", is_flag=True, help="join two unrelated pipelines (flags duplicates)")
 @click.option("--dry-run", is_flag=True, help="print the report and write nothing")
@@ -51,8 +50,10 @@ def merge_command(
     goes to the conflict log (salesmgr conflicts).  Both files are replaced atomically."""
     get_registry().policy(policy)  # an unknown policy is an error before anything is read
     with ExitStack() as locks:
-        for path in sorted({os.path.realpath(desktop), os.path.realpath(device)}):
-            locks.enter_context(storage.exclusive(path))
+        # Always in the same order, so two merges of the same pair cannot wait for each other.
+        held = {storage.canonical(desktop): desktop, storage.canonical(device): device}
+        for key in sorted(held):
+            locks.enter_context(storage.exclusive(held[key]))
         merge_locked(desktop, device, policy, combine, dry_run, allow_mass_change, as_json)
 
 
@@ -110,7 +111,7 @@ def conflict_json(record: Record) -> dict[str, object]:
 
 
 @click.command("conflicts")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=PIPELINE)
 @click.option("--all", "include_all", is_flag=True, help="also decided and resolved conflicts")
 @click.option("--json", "as_json", is_flag=True)
 def conflicts_command(file: str, include_all: bool, as_json: bool) -> None:
@@ -135,7 +136,7 @@ def short(value: object) -> str:
 
 
 @click.command("resolve")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=PIPELINE)
 @click.argument("conflict_id")
 @click.option("--take", required=True, metavar="desktop|device|VALUE",
               help="keep the desktop's value, the device's, or give the value to use")

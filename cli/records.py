@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from salesmgr.cli.group import SalesmgrGroup, warn
+from salesmgr.cli.group import PIPELINE, SalesmgrGroup, warn
 from salesmgr.cli.views import (
     ACTIVITY_COLUMNS,
     LIST_COLUMNS,
@@ -34,6 +34,7 @@ from salesmgr.cli.views import (
     rich_table,
     write_json_array,
 )
+from salesmgr import storage
 from salesmgr.errors import PipelineFileError, ValidationError
 from salesmgr.model.fields import Currency, RecordType
 from salesmgr.model.localized import canonical_locale, environment_locale, parse_day
@@ -41,7 +42,7 @@ from salesmgr.model.pipeline import Pipeline, Record
 from salesmgr.plugin.hookspecs import hookimpl
 from salesmgr.plugin.manager import get_registry
 from salesmgr.reports import SORT_KEYS, select, value_totals
-from salesmgr.storage import editing_pipeline, open_pipeline, save_pipeline
+from salesmgr.storage import create_pipeline, editing_pipeline, open_pipeline
 
 OPPORTUNITY = "opportunity"
 ACTIVITY = "activity"
@@ -101,7 +102,7 @@ locale_option = click.option(
     help="Read amounts, dates and percentages as written in LOCALE (en_US, de_DE...) instead "
     "of the pipeline's locale.",
 )
-file_argument = click.argument("file", type=PATH)
+file_argument = click.argument("file", type=PIPELINE)
 
 
 class RecordFieldsCommand(click.Command):
@@ -181,31 +182,33 @@ def show_warnings(warnings: list[str], where: str = "") -> None:
 
 @click.command("init")
 @file_argument
-@click.option("--name", help="Pipeline name (default: the file's name without extension).")
+@click.option("--name", help="Pipeline name (default: the file's name without extension, or "
+              "the name after '#' in a database address).")
 @click.option("--owner", default="", help="Owner; new opportunities get it by default.")
 @click.option("--currency", default="USD", show_default=True, help="ISO 4217 code.")
 @click.option("--locale", callback=locale_value, metavar="LOCALE",
               help="How amounts, dates and percentages are typed and imported (en_US, de_DE...); "
               "default: the environment's (LC_ALL, LC_NUMERIC, LANG); change it with "
               "'salesmgr locale'.")
-def init(file: Path, name: str | None, owner: str, currency: str, locale: str | None) -> None:
+def init(file: str, name: str | None, owner: str, currency: str, locale: str | None) -> None:
     """Create a new pipeline FILE (never overwrites one)."""
-    if os.path.lexists(file):
+    if storage.store_for(file).exists(file):
         raise PipelineFileError(file, "already exists; not overwriting it")
     try:
         code = Currency().normalize(currency)
     except ValueError as problem:
         raise ValidationError(f"--currency: {problem}") from None
-    pipeline = Pipeline.create(name=file.stem if name is None else name, owner=owner, currency=code)
+    label = storage.label(file)
+    pipeline = Pipeline.create(name=label if name is None else name, owner=owner, currency=code)
     pipeline.locale = locale or environment_locale()
-    save_pipeline(pipeline, file)
+    create_pipeline(pipeline, file)
 
 
 @click.command("add", cls=RecordFieldsCommand, record_type=OPPORTUNITY, skip=AUTOMATIC_FIELDS)
 @file_argument
 @field_option
 @locale_option
-def add(file: Path, fields: dict[str, str], locale: str | None) -> None:
+def add(file: str, fields: dict[str, str], locale: str | None) -> None:
     """Add an opportunity; prints its id."""
     rtype = record_type(OPPORTUNITY)
     with editing_pipeline(file) as pipeline:
@@ -225,7 +228,7 @@ def add(file: Path, fields: dict[str, str], locale: str | None) -> None:
 @click.argument("record_id", metavar="ID")
 @field_option
 @locale_option
-def edit(file: Path, record_id: str, fields: dict[str, str], locale: str | None) -> None:
+def edit(file: str, record_id: str, fields: dict[str, str], locale: str | None) -> None:
     """Change the given fields of opportunity ID (an empty value clears a field); prints its id."""
     if not fields:
         raise click.UsageError("nothing to change: give a field option such as --stage Won")
@@ -239,7 +242,7 @@ def edit(file: Path, record_id: str, fields: dict[str, str], locale: str | None)
 @click.command("delete")
 @file_argument
 @click.argument("record_id", metavar="ID")
-def delete(file: Path, record_id: str) -> None:
+def delete(file: str, record_id: str) -> None:
     """Delete record ID (an opportunity or an activity); prints its id."""
     with editing_pipeline(file) as pipeline:
         record = pipeline.delete(record_id)
@@ -250,7 +253,7 @@ def delete(file: Path, record_id: str) -> None:
 @file_argument
 @click.argument("opportunity_id")
 @field_option
-def log(file: Path, opportunity_id: str, fields: dict[str, str]) -> None:
+def log(file: str, opportunity_id: str, fields: dict[str, str]) -> None:
     """Log an activity (call, meeting, e-mail, note) against an opportunity; prints its id."""
     with editing_pipeline(file) as pipeline:
         record, warnings = log_activity(pipeline, opportunity_id, fields)
@@ -284,7 +287,7 @@ def log_activity(
               "Default: company, then title.")
 @json_option
 def list_(
-    file: Path,
+    file: str,
     stage: str | None,
     search: str | None,
     owner: str | None,
@@ -317,7 +320,7 @@ def list_(
         # Only the rows a table shows are built: a terminal gets the first TABLE_ROW_LIMIT.
         rows = record_rows(records[:TABLE_ROW_LIMIT], LIST_COLUMNS)
         noun = "opportunity" if len(records) == 1 else "opportunities"
-        title = f"{pipeline.name or file.name}: {len(records):,} {noun}"
+        title = f"{pipeline.name or storage.label(file)}: {len(records):,} {noun}"
         totals = [{"id": "total", "value": f"{amount:f}", "currency": currency}
                   for currency, amount in value_totals(pipeline, records).items()]
         console = make_console()
@@ -330,7 +333,7 @@ def list_(
 @file_argument
 @click.argument("record_id", metavar="ID")
 @json_option
-def show(file: Path, record_id: str, as_json: bool) -> None:
+def show(file: str, record_id: str, as_json: bool) -> None:
     """Show opportunity ID with its activities."""
     rtype = record_type(OPPORTUNITY)
     activity_type = record_type(ACTIVITY)

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from salesmgr import storage
+from salesmgr.cli.group import PIPELINE
 from salesmgr.cli.site_config import SiteConfig, find_site_config, resolve_secret
 from salesmgr.errors import ConfigError
 from salesmgr.model.pipeline import Pipeline
@@ -26,7 +27,6 @@ from salesmgr.sync.results import SessionResult
 from salesmgr.sync.session import DesktopSession
 from salesmgr.sync.transports import live_transport, transport_for
 
-PIPELINE = click.Path(dir_okay=False, path_type=Path)
 
 
 def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -84,15 +84,29 @@ def drop_box(
 
 
 def progress(
-    link: Link, file: Path, desktop: Pipeline, as_json: bool
+    link: Link, file: str, desktop: Pipeline, as_json: bool
 ) -> AbstractContextManager[object]:
     """A progress bar for the session, on a terminal only (never with --json)."""
     from salesmgr.plugins.progress import showing_progress
 
     return showing_progress(
-        link, pipeline_bytes=file.stat().st_size, records=len(desktop.records),
+        link, pipeline_bytes=pipeline_bytes(file, desktop), records=len(desktop.records),
         enabled=not as_json,
     )
+
+
+def pipeline_bytes(file: str, desktop: Pipeline) -> int:
+    """The size of the pipeline as a file: the file's own, or what encoding it would take."""
+    if storage.scheme_of(file) == storage.FILE_SCHEME:
+        local = storage.local_file(file)
+        if local is not None:
+            return local.stat().st_size
+    return len(storage.encode(desktop))
+
+
+def site_config_of(file: str, explicit: Path | None) -> SiteConfig:
+    """The site config: beside the pipeline's file or database file, else in this folder."""
+    return find_site_config(storage.local_file(file) or Path("pipeline"), explicit)
 
 
 def show(result: SessionResult, as_json: bool) -> None:
@@ -128,7 +142,7 @@ def unwatched(link: Link, desktop: Pipeline) -> AbstractContextManager[object]:
 
 
 def load_device(
-    file: Path, config: SiteConfig, url: str | None, secret: str | None,
+    file: str, config: SiteConfig, url: str | None, secret: str | None,
     timeout: float | None, watch: Watch = unwatched,
 ) -> SessionResult:
     """Load the device with the pipeline in ``file`` (which is not changed)."""
@@ -148,7 +162,7 @@ def load_device(
 
 
 def sync_device(
-    file: Path, config: SiteConfig, url: str | None, policy: str | None, dry_run: bool,
+    file: str, config: SiteConfig, url: str | None, policy: str | None, dry_run: bool,
     allow_mass_change: bool, secret: str | None, timeout: float | None,
     watch: Watch = unwatched,
 ) -> Sequence[SessionResult]:
@@ -182,14 +196,14 @@ def sync_device(
 @click.option("--to", "url", metavar="URL", help="The device (default: from salesmgr.toml).")
 @common_options
 def load(
-    file: Path, url: str | None, secret: str | None, config_path: Path | None,
+    file: str, url: str | None, secret: str | None, config_path: Path | None,
     timeout: float | None, as_json: bool,
 ) -> None:
     """Load the device with the desktop pipeline FILE (the morning step).
 
     A new device (nothing loaded, or an empty pipeline) just gets it; a device holding changes
     this desktop has not seen refuses: sync first.  FILE is not changed."""
-    config = find_site_config(file, config_path)
+    config = site_config_of(file, config_path)
     result = load_device(
         file, config, url, secret, timeout,
         watch=lambda link, desktop: progress(link, file, desktop, as_json),
@@ -211,14 +225,14 @@ def load(
 )
 @common_options
 def sync(
-    file: Path, url: str | None, policy: str | None, dry_run: bool, allow_mass_change: bool,
+    file: str, url: str | None, policy: str | None, dry_run: bool, allow_mass_change: bool,
     secret: str | None, config_path: Path | None, timeout: float | None, as_json: bool,
 ) -> None:
     """Pull the device's changes into FILE, merge, and send back what the device lacks.
 
     Only what changed since the two last met crosses the link; the desktop file is saved before
     the device gets anything, so an interrupted sync is finished by the next one."""
-    config = find_site_config(file, config_path)
+    config = site_config_of(file, config_path)
     results = sync_device(
         file, config, url, policy, dry_run, allow_mass_change, secret, timeout,
         watch=lambda link, desktop: progress(link, file, desktop, as_json),

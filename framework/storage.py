@@ -1,4 +1,7 @@
-"""Reading and saving pipeline files: codec choice, atomic replace, backups, copy detection.
+"""Reading and saving pipelines: the one place commands load and save them, through the store
+an address names (a file, a database: `salesmgr_register_stores`), and the file primitives the
+pipeline-file store and the transports build on: codec choice, atomic replace, backups, locks,
+copy detection.
 
 A file remembers where it lives (host and real path).  Opened anywhere else it is a copy — a
 device loaded the old way, a file mailed to a laptop — and becomes a replica of its own before
@@ -9,16 +12,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import socket
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from salesmgr.errors import PipelineFileError
 from salesmgr.model.pipeline import Pipeline
+from salesmgr.plugin.interfaces import Store
 from salesmgr.plugin.manager import Registry, get_registry
 
 MAX_FILE = (1 << 32) + 4096
@@ -169,7 +174,7 @@ _held_guard = threading.Lock()
 
 
 @contextmanager
-def exclusive(path: str | os.PathLike[str], wait: float | None = None) -> Iterator[None]:
+def lock_file(path: str | os.PathLike[str], wait: float | None = None) -> Iterator[None]:
     """Hold the advisory lock of a pipeline file while reading, changing and saving it.
 
     Saves are atomic anyway; the lock is what stops two processes (an edit and the emulator's
@@ -224,28 +229,69 @@ def exclusive(path: str | os.PathLike[str], wait: float | None = None) -> Iterat
         os.close(fd)
 
 
-# -- the three ways commands use a pipeline file ---------------------------------------------
+# -- the ways commands use a pipeline, wherever it lives ----------------------------------------
+
+SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+FILE_SCHEME = "file"
 
 
-def open_pipeline(path: str | os.PathLike[str]) -> Pipeline:
-    """Read a pipeline file; raises PipelineFileError naming the file and the problem."""
-    return load(path)
+def scheme_of(address: str | os.PathLike[str]) -> str:
+    """The URL scheme of a store address; a plain path is a ``file`` address."""
+    found = SCHEME.match(os.fspath(address))
+    return found.group(1).lower() if found else FILE_SCHEME
 
 
-def save_pipeline(pipeline: Pipeline, path: str | os.PathLike[str]) -> None:
-    """Replace the file atomically (the previous version is kept as ``.bak``)."""
-    save(pipeline, path)
+def store_for(address: str | os.PathLike[str], registry: Registry | None = None) -> Store:
+    return (registry or get_registry()).store(scheme_of(address))
+
+
+def canonical(address: str | os.PathLike[str]) -> str:
+    """One spelling of an address (to order locks, to tell two addresses apart)."""
+    return store_for(address).canonical(os.fspath(address))
+
+
+def label(address: str | os.PathLike[str]) -> str:
+    return store_for(address).label(os.fspath(address))
+
+
+def local_file(address: str | os.PathLike[str]) -> Path | None:
+    return store_for(address).local_file(os.fspath(address))
+
+
+def exclusive(address: str | os.PathLike[str]) -> AbstractContextManager[None]:
+    """Hold the pipeline at ``address`` against every other writer while it is read, changed and
+    saved (re-entrant within a thread).
+
+    Saves are atomic anyway; this is what stops two writers (an edit and a device's sync, two
+    syncs from cron, two hubs) from both reading the old pipeline and one losing the other's
+    work."""
+    return store_for(address).exclusive(os.fspath(address))
+
+
+def open_pipeline(address: str | os.PathLike[str]) -> Pipeline:
+    """Read a pipeline; raises PipelineFileError naming the address and the problem."""
+    return store_for(address).read(os.fspath(address))
+
+
+def save_pipeline(pipeline: Pipeline, address: str | os.PathLike[str]) -> None:
+    """Replace the pipeline at ``address`` in one transaction (a file keeps ``.bak``)."""
+    store_for(address).save(os.fspath(address), pipeline)
+
+
+def create_pipeline(pipeline: Pipeline, address: str | os.PathLike[str]) -> None:
+    """Store a new pipeline at ``address``; never overwrites one."""
+    store_for(address).create(os.fspath(address), pipeline)
 
 
 @contextmanager
-def editing_pipeline(path: str | os.PathLike[str]) -> Iterator[Pipeline]:
+def editing_pipeline(address: str | os.PathLike[str]) -> Iterator[Pipeline]:
     """Open a pipeline for changes and save it when the block ends without an error.
 
     Nothing is written when the block raises, or when it wrote nothing (no new version).  The
-    file is locked meanwhile, so a sync or another edit cannot interleave and lose this one."""
-    with exclusive(path):
-        pipeline = open_pipeline(path)
+    pipeline is held meanwhile, so a sync or another edit cannot interleave and lose this one."""
+    with exclusive(address):
+        pipeline = open_pipeline(address)
         before = pipeline.counter
         yield pipeline
         if pipeline.counter != before:
-            save_pipeline(pipeline, path)
+            save_pipeline(pipeline, address)

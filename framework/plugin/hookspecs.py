@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from salesmgr.merge.report import MergeReport
     from salesmgr.model.fields import Field, RecordType
     from salesmgr.model.pipeline import Pipeline, Record
-    from salesmgr.plugin.interfaces import AnyTransport, Codec, MergePolicy
+    from salesmgr.plugin.interfaces import AnyTransport, Codec, MergePolicy, Store
 
 PROJECT = "salesmgr"
 hookimpl = pluggy.HookimplMarker(PROJECT)
@@ -105,6 +105,18 @@ def salesmgr_register_transports(register: Callable[[AnyTransport], None]) -> No
     scheme.  A live transport is a `salesmgr.plugin.interfaces.Transport` (``connect``/``listen``:
     a duplex `Link`); a store-and-forward one is a `salesmgr.plugin.interfaces.MailboxTransport`
     (``open_mailbox``).  Returns nothing.
+    """
+
+
+@hookspec
+def salesmgr_register_stores(register: Callable[[Store], None]) -> None:
+    """Declare stores: where pipelines live.
+
+    Called once when the registry is built.  ``register(store)`` adds a
+    `salesmgr.plugin.interfaces.Store` for the URL schemes in its ``schemes`` (``file``,
+    ``sqlite``, ``postgresql``...); every command taking a pipeline picks the store by its
+    address's scheme, and a plain path is a ``file`` address.  A scheme registered twice is an
+    error.  Returns nothing.
     """
 
 

@@ -1,4 +1,5 @@
-"""The interfaces plugins implement: a codec, a live link, a mailbox, a transport, a merge policy.
+"""The interfaces plugins implement: a codec, a live link, a mailbox, a transport, a store, a
+merge policy.
 
 The core talks to every plugin through these; it never names a particular one.
 """
@@ -6,6 +7,8 @@ The core talks to every plugin through these; it never names a particular one.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:
@@ -132,6 +135,54 @@ class MailboxTransport:
 
 
 AnyTransport = Transport | MailboxTransport
+class Store:
+    """Where pipelines live, for the addresses of its URL schemes: a pipeline file, a database.
+
+    An address is ``SCHEME://...`` (a plain path is a ``file`` address); one store may hold many
+    pipelines, told apart by the address (``sqlite:///office.db#emea``).  Every command reads and
+    saves a pipeline through `salesmgr.storage`, which picks the store by the address's scheme.
+
+    Writers never lose each other's work: `exclusive` holds the pipeline against every other
+    writer (in any process) while it is read, changed and saved; a `save` inside it is one
+    transaction, durable when it returns.  A store raises `PipelineFileError` naming the address
+    for anything wrong with it."""
+
+    schemes: tuple[str, ...] = ()
+    help: str = ""
+
+    def canonical(self, address: str) -> str:
+        """The address in one spelling (real paths, no password): equal for the same pipeline,
+        used to order locks and in messages."""
+        raise NotImplementedError
+
+    def label(self, address: str) -> str:
+        """A short name for the pipeline at ``address`` (a new pipeline's default name)."""
+        raise NotImplementedError
+
+    def local_file(self, address: str) -> Path | None:
+        """The file on this machine the pipeline lives in, if any (a site config sits beside
+        it); None for a server."""
+        return None
+
+    def exists(self, address: str) -> bool:
+        raise NotImplementedError
+
+    def read(self, address: str) -> Pipeline:
+        """The pipeline at ``address``; a copy found away from its home becomes a replica of its
+        own (in memory), as `salesmgr.storage.load` does for files."""
+        raise NotImplementedError
+
+    def create(self, address: str, pipeline: Pipeline) -> None:
+        """Store a new pipeline; refuses when ``address`` already holds one."""
+        raise NotImplementedError
+
+    def save(self, address: str, pipeline: Pipeline) -> None:
+        """Replace the pipeline at ``address`` in one transaction (durable on return)."""
+        raise NotImplementedError
+
+    def exclusive(self, address: str) -> AbstractContextManager[None]:
+        """Hold the pipeline against every other writer; re-entrant within a thread."""
+        raise NotImplementedError
 
 
 STREAM_FILTER = "stream-filter"

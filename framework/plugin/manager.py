@@ -27,12 +27,13 @@ from salesmgr.plugin.interfaces import (  # the interfaces are re-exported: plug
     Codec,
     MailboxTransport,
     MergePolicy,
+    Store,
     Transport,
 )
 
 __all__ = [
     "AnyTransport", "Codec", "MailboxTransport", "MergePolicy", "PluginManager", "Registry",
-    "Transport", "get_registry", "make_plugin_manager", "use_registry",
+    "Store", "Transport", "get_registry", "make_plugin_manager", "use_registry",
 ]
 
 DISABLE_ENV = "SALESMGR_DISABLE_PLUGINS"
@@ -150,6 +151,7 @@ class Registry:
         self.transports: dict[str, AnyTransport] = {}
         self.policies: dict[str, MergePolicy] = {}
         self.import_profiles: dict[str, ImportProfile] = {}
+        self.stores: dict[str, Store] = {}
         versions = pm.versions if isinstance(pm, PluginManager) else {}
         self.plugins: dict[str, PluginInfo] = {
             name: PluginInfo(name, versions.get(name, __version__))
@@ -192,6 +194,14 @@ class Registry:
                 raise PluginError(f"transport scheme {transport.scheme!r} is registered twice")
             self.transports[transport.scheme] = transport
 
+        def add_store(store: Store) -> None:
+            if not store.schemes:
+                raise PluginError(f"store {type(store).__name__} names no URL scheme")
+            for scheme in store.schemes:
+                if scheme in self.stores:
+                    raise PluginError(f"store scheme {scheme!r} is registered twice")
+                self.stores[scheme] = store
+
         def add_policy(policy: MergePolicy) -> None:
             if policy.name in self.policies:
                 raise PluginError(f"merge policy {policy.name!r} is registered twice")
@@ -209,6 +219,7 @@ class Registry:
         collect("salesmgr_register_policies", add_policy, "policy", lambda p: p.name)
         collect("salesmgr_register_import_profiles", add_import_profile, "import_profile",
                 lambda p: p.name)
+        collect("salesmgr_register_stores", add_store, "store", lambda s: "/".join(s.schemes))
         self.codecs.sort(key=lambda c: (c.format, c.version), reverse=True)
         logs = [t.name for t in self.record_types.values() if t.conflict_log]
         if len(logs) > 1:
@@ -250,6 +261,13 @@ class Registry:
         except KeyError:
             known = ", ".join(f"{s}://" for s in sorted(self.transports)) or "none"
             raise PluginError(f"no transport for {scheme}:// (known: {known})") from None
+
+    def store(self, scheme: str) -> Store:
+        try:
+            return self.stores[scheme]
+        except KeyError:
+            known = ", ".join(f"{s}://" for s in sorted(self.stores)) or "none"
+            raise PluginError(f"no store for {scheme}:// addresses (known: {known})") from None
 
 
 _current: Registry | None = None
