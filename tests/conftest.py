@@ -8,13 +8,20 @@
 
 Each test keeps its own ``max_examples`` and ``stateful_step_count``; a profile only says how the
 examples are drawn and remembered.
+
+And fixtures every specification may use: where a pipeline lives (one test, three stores).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import pytest
 from hypothesis import settings
+
+from salesmgr.testing.postgres import TemporaryPostgres
 
 PROFILE_ENV = "HYPOTHESIS_PROFILE"
 
@@ -28,3 +35,42 @@ def chosen_profile() -> str:
 
 
 settings.load_profile(chosen_profile())
+
+STORES = ("file", "sqlite", "postgresql")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[TemporaryPostgres]:
+    """One throwaway PostgreSQL server for the whole run, started on first use.  If it cannot
+    start, every test needing it fails (never skips): CI must not pass without it."""
+    server = TemporaryPostgres.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_uri(postgres: TemporaryPostgres) -> Iterator[str]:
+    """A new database of the test's own (dropped afterwards): tests never see each other."""
+    uri = postgres.new_database()
+    yield uri
+    postgres.drop_database(uri)
+
+
+Addresses = Callable[[str], str]
+
+
+@pytest.fixture(params=STORES)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def address(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Addresses:
+    """``address(name)``: where a pipeline called ``name`` lives in the store under test — a file
+    of its own, or one slot of the test's SQLite or PostgreSQL database."""
+    if store_kind == "file":
+        return lambda name: str(tmp_path / f"{name}.smp")
+    if store_kind == "sqlite":
+        return lambda name: f"sqlite:///{tmp_path}/office.db#{name}"
+    uri = request.getfixturevalue("postgres_uri")
+    return lambda name: f"{uri}#{name}"
