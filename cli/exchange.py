@@ -12,7 +12,8 @@ from pathlib import Path
 
 import click
 
-from salesmgr.cli.group import warn
+from salesmgr import storage
+from salesmgr.cli.group import PIPELINE, warn
 from salesmgr.cli.records import locale_option, locale_value
 from salesmgr.errors import ValidationError
 from salesmgr.exchange.exporting import export_table
@@ -26,7 +27,7 @@ from salesmgr.plugin.manager import get_registry
 from salesmgr.storage import editing_pipeline, exclusive, open_pipeline, save_pipeline
 
 PATH = click.Path(path_type=Path, readable=False)
-file_argument = click.argument("file", type=PATH)
+file_argument = click.argument("file", type=PIPELINE)
 
 
 def record_types() -> dict[str, RecordType]:
@@ -85,7 +86,7 @@ def summary(result: ImportResult) -> str:
               help="The CSV's text encoding when it is not UTF-8 (e.g. cp1252).")
 @locale_option
 def import_(
-    file: Path,
+    file: str,
     csv_file: Path,
     update: bool,
     dry_run: bool,
@@ -151,7 +152,7 @@ def run_import(
 @click.option("--todos", is_flag=True, help="With --ics: to-dos instead of all-day events.")
 @click.option("--vcf", is_flag=True, help="Write the contacts as vCards instead.")
 def export(
-    file: Path,
+    file: str,
     output: Path | None,
     activities: bool,
     bom: bool,
@@ -168,7 +169,10 @@ def export(
         raise click.UsageError("--activities, --bom and --raw are for CSV, not --ics or --vcf")
     if todos and not ics:
         raise click.UsageError("--todos goes with --ics")
-    if output is not None and os.path.realpath(output) == os.path.realpath(file):
+    home = storage.local_file(file)
+    if output is not None and home is not None and os.path.realpath(output) == os.path.realpath(
+        home
+    ):
         raise ValidationError(f"{output}: is the pipeline file itself; choose another --output")
     pipeline = open_pipeline(file)
     if ics:
@@ -195,7 +199,7 @@ def export(
 @click.argument("locale", required=False, callback=locale_value)
 @click.option("--none", "clear", is_flag=True, help="Take the locale away: only forms that "
               "cannot be misread are accepted.")
-def locale_(file: Path, locale: str | None, clear: bool) -> None:
+def locale_(file: str, locale: str | None, clear: bool) -> None:
     """Show the pipeline's locale, or set it to LOCALE (en_US, de_DE, fr_FR...): how amounts,
     dates and percentages typed or imported are read."""
     if locale is not None and clear:

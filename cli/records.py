@@ -7,7 +7,6 @@ also be set with ``--field NAME=VALUE``.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Collection
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 import click
 
+from salesmgr import storage
 from salesmgr.cli.group import PIPELINE, SalesmgrGroup, warn
 from salesmgr.cli.views import (
     ACTIVITY_COLUMNS,
@@ -34,7 +34,6 @@ from salesmgr.cli.views import (
     rich_table,
     write_json_array,
 )
-from salesmgr import storage
 from salesmgr.errors import PipelineFileError, ValidationError
 from salesmgr.model.fields import Currency, RecordType
 from salesmgr.model.localized import canonical_locale, environment_locale, parse_day

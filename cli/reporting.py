@@ -7,16 +7,15 @@ only choose the output: a table on a terminal, tab-separated text when piped, JS
 from __future__ import annotations
 
 from datetime import date
-from pathlib import Path
 
 import click
 
+from salesmgr.cli.group import PIPELINE
 from salesmgr.cli.views import json_document, make_console, output_mode, plain_table, rich_table
 from salesmgr.plugin.hookspecs import hookimpl
 from salesmgr.reports import GROUPINGS, agenda, forecast, money_2dp
 from salesmgr.storage import open_pipeline
 
-PATH = click.Path(path_type=Path, readable=False)
 NO_GROUP = {"stage": "(no stage)", "month": "(no close date)", "owner": "(no owner)"}
 
 
@@ -30,12 +29,12 @@ def iso_day(ctx: click.Context, param: click.Parameter, value: str | None) -> da
 
 
 @click.command("forecast")
-@click.argument("file", type=PATH)
+@click.argument("file", type=PIPELINE)
 @click.option("--by", type=click.Choice(GROUPINGS), default="stage", show_default=True,
               help="Group by stage, by month of the close date, or by owner.")
 @click.option("--include-lost", is_flag=True, help="Count lost deals too (weighted at 0).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def forecast_(file: Path, by: str, include_lost: bool, as_json: bool) -> None:
+def forecast_(file: str, by: str, include_lost: bool, as_json: bool) -> None:
     """What the pipeline is worth: value and probability-weighted value per group and in total,
     per currency (a deal without a probability is weighted by its stage's usual one)."""
     result = forecast(open_pipeline(file), by=by, include_lost=include_lost)  # type: ignore[arg-type]
@@ -56,14 +55,14 @@ def forecast_(file: Path, by: str, include_lost: bool, as_json: bool) -> None:
 
 
 @click.command("agenda")
-@click.argument("file", type=PATH)
+@click.argument("file", type=PIPELINE)
 @click.option("--days", type=click.IntRange(min=0), default=7, show_default=True,
               help="Show what is due within this many days (and everything overdue).")
 @click.option("--owner", help="Only this owner's next actions.")
 @click.option("--today", callback=iso_day, metavar="YYYY-MM-DD",
               help="Plan as if it were this day (default: today).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def agenda_(file: Path, days: int, owner: str | None, today: date | None, as_json: bool) -> None:
+def agenda_(file: str, days: int, owner: str | None, today: date | None, as_json: bool) -> None:
     """Next actions overdue and due within --days, oldest first."""
     items = agenda(open_pipeline(file), days=days, owner=owner, today=today)
     mode = output_mode(as_json)

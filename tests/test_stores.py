@@ -129,6 +129,13 @@ def test_every_record_command_takes_the_address(address: Addresses, tmp_path: Pa
     exported = ok("export", desk)
     assert exported.splitlines()[0].startswith("id,company,title")
     assert "Initech" in exported and "Globex" not in exported
+    forecast = json.loads(ok("forecast", desk, "--json"))
+    assert forecast, "forecast reads the pipeline at the address"
+    ok("agenda", desk)
+    ok("locale", desk, "de_DE")
+    assert ok("locale", desk) == "de_DE"
+    ok("edit", desk, acme, "--value", "1.500,50")  # read in the pipeline's locale
+    assert companies(desk)["Acme"]["value"] == "1500.50"
     again = salesmgr("init", desk)
     assert again.exit_code == 3 and "already exists" in one_error_line(again)
 
