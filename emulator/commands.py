@@ -126,6 +126,28 @@ def serve(
     ctx.exit(code)
 
 
+@emulator.command("hub-sync")
+@click.argument("device_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--hub", "url", required=True, metavar="URL", help="The hub: tcps://HOST:PORT.")
+@click.option("--device", "name", required=True, help="This device's name, as paired.")
+@click.option("--pipeline", required=True, help="The pipeline of the hub's database to sync.")
+@click.option("--secret", help="This device's credential (default: $SALESMGR_SECRET).")
+@click.option("--tls-ca", type=click.Path(dir_okay=False), help="CA to trust, for tcps://.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TIMEOUT,
+              show_default=True, help="Seconds to wait for each message from the hub.")
+def hub_sync(device_file: Path, url: str, name: str, pipeline: str, secret: str | None,
+             tls_ca: str | None, timeout: float) -> None:
+    """Call a hub as a paired device and sync DEVICE_FILE with one of its pipelines (a device
+    with nothing loaded gets all of it)."""
+    from salesmgr.plugins.hub import sync_with_hub
+
+    options = {"tls_ca": tls_ca} if tls_ca else {}
+    result = sync_with_hub(device_file, url, name, pipeline, resolve_secret(secret),
+                           timeout=timeout, options=options)
+    click.echo(f"synced with {url}: {result.records_received} received, "
+               f"{result.records_sent} sent")
+
+
 def _add_day() -> None:
     # Imported here, not at the top: day.py builds on the pipeline model, serve does not need it.
     from salesmgr.emulator.day import day_command

@@ -72,6 +72,20 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        2,
+        "the devices a hub serves (salesmgr hub pair / devices / revoke)",
+        (
+            """CREATE TABLE hub_devices (
+                name TEXT PRIMARY KEY,
+                pairing TEXT NOT NULL,
+                pipelines TEXT NOT NULL,
+                paired_at BIGINT NOT NULL,
+                last_sync BIGINT,
+                revoked_at BIGINT
+            )""",
+        ),
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 
@@ -108,6 +122,19 @@ def header_of(pipeline: Pipeline) -> str:
         "name": pipeline.name, "owner": pipeline.owner, "currency": pipeline.currency,
         "extra": pipeline.extra,
     })
+
+
+@dataclass(frozen=True)
+class DeviceRow:
+    """A device paired with a hub: which pipelines it may reach, and its pairing id (its
+    credential is derived from that and the hub's key; it is stored nowhere)."""
+
+    name: str
+    pairing: str
+    pipelines: tuple[str, ...]
+    paired_at: int
+    last_sync: int | None = None
+    revoked_at: int | None = None
 
 
 @dataclass(frozen=True)
@@ -419,6 +446,50 @@ class SqlStore(Store):
                 [(location.slot, rid) for rid in gone],
             )
         return Snapshot(revision, rows)
+
+    # -- the devices a hub serves (one table per database, whatever the slot) -----------------
+    def device_rows(self, address: str, name: str | None = None) -> list[DeviceRow]:
+        """Every paired device (by name), or the one called ``name``."""
+        location = self.locate(address)
+        query = "SELECT name, pairing, pipelines, paired_at, last_sync, revoked_at FROM hub_devices"
+        with self.session(location) as connection, self.errors(location):
+            if name is None:
+                rows = self.execute(connection, query + " ORDER BY name").fetchall()
+            else:
+                rows = self.execute(connection, query + " WHERE name = ?", (name,)).fetchall()
+        return [DeviceRow(r[0], r[1], tuple(json.loads(r[2])), int(r[3]),
+                          None if r[4] is None else int(r[4]),
+                          None if r[5] is None else int(r[5])) for r in rows]
+
+    def device_row(self, address: str, name: str) -> DeviceRow | None:
+        found = self.device_rows(address, name)
+        return found[0] if found else None
+
+    def put_device(self, address: str, device: DeviceRow) -> None:
+        """Pair (or pair again: a new pairing id) one device."""
+        location = self.locate(address)
+        with self.session(location, create=True) as connection, self.errors(location):
+            with self.writing(connection):
+                self.execute(connection, "DELETE FROM hub_devices WHERE name = ?", (device.name,))
+                self.execute(
+                    connection,
+                    "INSERT INTO hub_devices (name, pairing, pipelines, paired_at, last_sync, "
+                    "revoked_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (device.name, device.pairing, dumps(list(device.pipelines)),
+                     device.paired_at, device.last_sync, device.revoked_at),
+                )
+
+    def mark_device(self, address: str, name: str, column: str, when: int) -> bool:
+        """Set ``last_sync`` or ``revoked_at`` of a device; False if there is no such device."""
+        assert column in ("last_sync", "revoked_at")
+        location = self.locate(address)
+        with self.session(location) as connection, self.errors(location):
+            with self.writing(connection):
+                cursor = self.execute(
+                    connection, f"UPDATE hub_devices SET {column} = ? WHERE name = ?",
+                    (when, name),
+                )
+                return bool(cursor.rowcount)
 
     def upsert(self, connection: Any, location: Location, rows: Iterable[Row]) -> None:
         connection.cursor().executemany(
