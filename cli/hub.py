@@ -18,7 +18,7 @@ from salesmgr.plugin.hookspecs import hookimpl
 from salesmgr.plugin.manager import get_registry
 from salesmgr.plugins import hub as hubs
 from salesmgr.sync.channel import DEFAULT_TIMEOUT
-from salesmgr.sync.transports import transport_for
+from salesmgr.sync.transports import live_transport
 
 KEY_FILE = "salesmgr-hub.key"
 
@@ -65,7 +65,7 @@ def serve(store: str, url: str, key_file: Path, tls_cert: str | None, tls_key: s
     for name, value in (("tls_cert", tls_cert), ("tls_key", tls_key)):
         if value is not None:
             options[name] = value
-    listener = transport_for(url, registry).listen(url, options)
+    listener = live_transport(url, registry).listen(url, options)
     click.echo(f"listening on {listener.url}")
     handlers: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():

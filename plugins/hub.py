@@ -42,7 +42,7 @@ from salesmgr.plugin.manager import Registry, get_registry
 from salesmgr.plugins.store_sql import DeviceRow, SqlStore
 from salesmgr.sync.device_file import DeviceFile
 from salesmgr.sync.session import DesktopSession, DeviceSession
-from salesmgr.sync.transports import transport_for
+from salesmgr.sync.transports import live_transport
 
 PREAMBLE = b"SMHUB1"
 ACCEPTED = b"OK"
@@ -239,7 +239,7 @@ def sync_with_hub(
     (a device with nothing loaded gets the whole pipeline); the device's SessionResult."""
     registry = registry or get_registry()
     store = DeviceFile(device_file, registry)
-    transport = transport_for(url, registry)
+    transport = live_transport(url, registry)
     link = transport.connect(url, {**(options or {}), "timeout": timeout})
     try:
         link.send(preamble(Ask(device, pipeline)))

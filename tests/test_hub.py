@@ -21,7 +21,7 @@ from salesmgr.plugins.hub import Ask, preamble, sync_with_hub
 from salesmgr.plugins.store_sql import DeviceRow
 from salesmgr.sync.device_file import DeviceFile
 from salesmgr.sync.session import DeviceSession
-from salesmgr.sync.transports import transport_for
+from salesmgr.sync.transports import live_transport
 
 
 def ok(*args: object) -> str:
@@ -189,7 +189,7 @@ def test_sigterm_lets_the_session_under_way_finish(
 ) -> None:
     secrets = team(database, tmp_path)
     hubs.append(hub := HubProcess(database, tmp_path / "hub.key", tmp_path))
-    link = transport_for(hub.url).connect(hub.url, {"timeout": 20})
+    link = live_transport(hub.url).connect(hub.url, {"timeout": 20})
     link.send(preamble(Ask("ana", "emea")))
     assert link.receive(20) == b"OK"  # the session has begun...
     hub.process.send_signal(signal.SIGTERM)  # ...when the hub is told to stop

@@ -274,6 +274,7 @@ class Hooks:
     salesmgr_register_transports = every_call(salesmgr_register_transports)
     salesmgr_register_policies = every_call(salesmgr_register_policies)
     salesmgr_register_import_profiles = every_call(salesmgr_register_import_profiles)
+    salesmgr_register_stores = every_call(salesmgr_register_stores)
     salesmgr_register_commands = every_call(salesmgr_register_commands)
     salesmgr_collect_changes = first_result(salesmgr_collect_changes)
     salesmgr_match_records = first_result(salesmgr_match_records)
