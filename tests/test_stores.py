@@ -23,10 +23,11 @@ from helpers import one_error_line, salesmgr
 
 from salesmgr import storage
 from salesmgr.emulator.process import EmulatorProcess, emulator_command
-from salesmgr.merge.engine import merge_files, user_data
+from salesmgr.merge.engine import merge_files
 from salesmgr.model.pipeline import Pipeline, new_id
 from salesmgr.plugin.manager import get_registry
 from salesmgr.plugins import store_sql
+from salesmgr.testing.compare import user_data
 from salesmgr.testing.postgres import TemporaryPostgres
 
 SECRET = "office-secret"
