@@ -27,8 +27,9 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from hashlib import sha256
 from pathlib import Path
@@ -182,17 +183,22 @@ class Hub:
             device = self.admit(ask)
             link.send(ACCEPTED)
             address = f"{self.address}#{ask.pipeline}"
-            with storage.exclusive(address):
+            database = Stopwatch()  # the database's share of the session (bench/hub.py)
+            with database.timing(), storage.exclusive(address):
                 desktop = storage.open_pipeline(address)
+                database.pause()
                 result = DesktopSession(
                     link, credential(self.key, device), timeout=self.timeout,
                     registry=self.registry,
-                ).sync(desktop, save=lambda merged: storage.save_pipeline(merged, address),
-                       policy=self.policy)
-            self.store.mark_device(self.address, device.name, "last_sync", now_ms())
+                ).sync(desktop, save=database.around(
+                    lambda merged: storage.save_pipeline(merged, address)), policy=self.policy)
+                database.resume()
+            with database.timing():
+                self.store.mark_device(self.address, device.name, "last_sync", now_ms())
             self.done(True)
             self.log(f"{ask.device} {ask.pipeline}: {result.records_received} received, "
-                     f"{result.records_sent} sent in {time.monotonic() - started:.3f} s")
+                     f"{result.records_sent} sent in {time.monotonic() - started:.3f} s "
+                     f"(database {database.seconds:.3f} s)")
         except Refusal as refusal:
             self.done(False)
             self.complain(f"refused {ask.device if ask else '?'}: {refusal}")
@@ -222,6 +228,36 @@ class Hub:
         with self._count:
             self.sessions += 1
             self.failures += not ok
+
+
+class Stopwatch:
+    """Time spent in the database during one session: locking, reading, saving, stamping."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._since: float | None = None
+
+    def resume(self) -> None:
+        self._since = time.monotonic()
+
+    def pause(self) -> None:
+        if self._since is not None:
+            self.seconds += time.monotonic() - self._since
+            self._since = None
+
+    @contextmanager
+    def timing(self) -> Iterator[None]:
+        self.resume()
+        try:
+            yield
+        finally:
+            self.pause()
+
+    def around(self, work: Callable[[Any], None]) -> Callable[[Any], None]:
+        def timed(argument: Any) -> None:
+            with self.timing():
+                work(argument)
+        return timed
 
 
 class Refusal(SyncError):
