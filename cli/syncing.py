@@ -28,7 +28,6 @@ from salesmgr.sync.session import DesktopSession
 from salesmgr.sync.transports import live_transport, transport_for
 
 
-
 def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(
         [
