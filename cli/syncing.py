@@ -83,7 +83,7 @@ def drop_box(
 
 
 def progress(
-    link: Link, file: str, desktop: Pipeline, as_json: bool
+    link: Link, file: str | Path, desktop: Pipeline, as_json: bool
 ) -> AbstractContextManager[object]:
     """A progress bar for the session, on a terminal only (never with --json)."""
     from salesmgr.plugins.progress import showing_progress
@@ -94,7 +94,7 @@ def progress(
     )
 
 
-def pipeline_bytes(file: str, desktop: Pipeline) -> int:
+def pipeline_bytes(file: str | Path, desktop: Pipeline) -> int:
     """The size of the pipeline as a file: the file's own, or what encoding it would take."""
     if storage.scheme_of(file) == storage.FILE_SCHEME:
         local = storage.local_file(file)
@@ -141,7 +141,7 @@ def unwatched(link: Link, desktop: Pipeline) -> AbstractContextManager[object]:
 
 
 def load_device(
-    file: str, config: SiteConfig, url: str | None, secret: str | None,
+    file: str | Path, config: SiteConfig, url: str | None, secret: str | None,
     timeout: float | None, watch: Watch = unwatched,
 ) -> SessionResult:
     """Load the device with the pipeline in ``file`` (which is not changed)."""
@@ -161,7 +161,7 @@ def load_device(
 
 
 def sync_device(
-    file: str, config: SiteConfig, url: str | None, policy: str | None, dry_run: bool,
+    file: str | Path, config: SiteConfig, url: str | None, policy: str | None, dry_run: bool,
     allow_mass_change: bool, secret: str | None, timeout: float | None,
     watch: Watch = unwatched,
 ) -> Sequence[SessionResult]:
