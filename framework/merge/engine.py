@@ -8,7 +8,7 @@ the built-in rules are the plugin `salesmgr.plugins.merge_rules`.  The same code
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as default
 from typing import Literal
@@ -16,7 +16,7 @@ from typing import Literal
 from salesmgr.errors import MergeError
 from salesmgr.merge.duplicates import likely_duplicates
 from salesmgr.merge.report import ConflictEntry, Counts, MergeReport
-from salesmgr.model.fields import RecordType
+from salesmgr.model.fields import RecordId, RecordType
 from salesmgr.model.pipeline import BASE_PREFIX, DELETED, Dot, Pipeline, Record, new_id
 from salesmgr.plugin.interfaces import MergePolicy
 from salesmgr.plugin.manager import Registry, get_registry
@@ -111,6 +111,10 @@ class MergeSession:
     untrusted: set[str] = default(default_factory=set)
     # The record type the conflict log is kept in (bookkeeping, not the user's records).
     log_kind: str = ""
+    # Work on a record done through records that point at it (a call logged on a deal) that the
+    # other side has not seen: side -> record id -> versions.  The desktop's is gathered only
+    # when a deletion from the device needs it (`work_on`).
+    work: dict[Side, dict[str, list[Dot]]] = default(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.log_kind = self.log_kind or self.registry.conflict_log.name
@@ -217,14 +221,24 @@ def merge_delta(
     hook = registry.hook
     device_knowledge = dict(delta.knowledge)
     incoming = {r.id: r for r in delta.records}
+    session.work["device"] = work_through(session, session.delta.records, session.desktop.knows)
     pairs = hook.salesmgr_match_records(session=session)
     if pairs is None:
         raise MergeError("no plugin matched the records (salesmgr_match_records)")
     paired_device = set()
+    paired_desktop = set()
     report = session.report
     for desktop_id, device_id in pairs:
         paired_device.add(device_id)
+        paired_desktop.add(desktop_id)
         merge_pair(session, desktop.records[desktop_id], incoming[device_id])
+    for record_id in sorted(session.work["device"].keys() - paired_desktop):
+        record = desktop.records.get(record_id)
+        if record is not None and record.deleted:
+            # Deleted here, untouched on the device, where work was done on it meanwhile.
+            weigh_deletion(session, record, record, desktop_deleted=True)
+            if not record.deleted:
+                report.to_desktop.added += 1
     for record in delta.records:
         if record.id not in paired_device:
             take_new(session, record)
@@ -500,11 +514,25 @@ def settle_deletion(
             return  # a policy has already weighed the deletion against the other side
     if not mine.deleted or desktop_deleted == theirs.deleted:
         return
-    # Deleted on one side only: was it edited on the other since the two last agreed?
+    weigh_deletion(session, mine, theirs, desktop_deleted, label)
+
+
+def weigh_deletion(
+    session: MergeSession, mine: Record, theirs: Record, desktop_deleted: bool, label: str = ""
+) -> None:
+    """Deleted on one side only: was the record worked on on the other since the two last
+    agreed (edited, or an activity logged on it)?  Then the policy weighs the deletion against
+    that work, and the decision is logged."""
+    live_side: Side = "device" if desktop_deleted else "desktop"
     if desktop_deleted:
         edits = [d for d in edit_dots(theirs) if not session.desktop.knows(d)]
+        deletion = mine.dot_of(DELETED)
+        if session.device_knows(deletion):
+            return  # the device saw the deletion: nothing it did since was done in ignorance
     else:
         edits = [d for d in edit_dots(mine) if not session.device_knows(d)]
+        deletion = theirs.dot_of(DELETED)
+    edits += work_on(session, live_side).get(mine.id, [])
     if not edits:
         return
     newest_edit = max(edits, key=lambda d: (d.at, d.counter, d.replica))
@@ -515,16 +543,58 @@ def settle_deletion(
         DELETED,
         "deleted" if desktop_deleted else "edited",
         "edited" if desktop_deleted else "deleted",
-        mine.dot_of(DELETED) if desktop_deleted else newest_edit,
-        newest_edit if desktop_deleted else theirs.dot_of(DELETED),
+        deletion if desktop_deleted else newest_edit,
+        newest_edit if desktop_deleted else deletion,
         False,
         False,
     )
-    outcome = decide(session, item, label, mine, theirs)
-    live_side: Side = "device" if desktop_deleted else "desktop"
+    outcome = decide(session, item, label or record_label(item.record_type, mine), mine, theirs)
     if outcome.take == live_side:
         mine.deleted = False
         set_field(mine, DELETED, None, session.desktop.tick())
+
+
+def work_on(session: MergeSession, side: Side) -> dict[str, list[Dot]]:
+    """The work done on ``side`` through records pointing at others, unseen by the other side.
+
+    The device's is in its delta; the desktop's is gathered the first time a deletion from the
+    device asks for it, from the desktop's records of the types that point at others."""
+    if side not in session.work:
+        pointing = [
+            kind for kind, rtype in session.registry.record_types.items()
+            if kind != session.log_kind and any(isinstance(f.kind, RecordId) for f in rtype.fields)
+        ]
+        records = [r for kind in pointing for r in session.desktop.live(kind)]
+        session.work[side] = work_through(session, records, session.device_knows)
+    return session.work[side]
+
+
+def work_through(
+    session: MergeSession, records: Iterable[Record], other_knows: Callable[[Dot], bool]
+) -> dict[str, list[Dot]]:
+    """Writes to records that point at another record (an activity names its opportunity),
+    which the other side has not seen: work done on the record pointed at, by its id."""
+    work: dict[str, list[Dot]] = {}
+    for record in records:
+        if record.kind == session.log_kind or record.deleted:
+            continue
+        unseen = [d for d in record.dots() if not other_knows(d)]
+        if not unseen:
+            continue
+        for target in pointed_at(session.record_type(record.kind), record):
+            work.setdefault(target, []).extend(unseen)
+    return work
+
+
+def pointed_at(rtype: RecordType | None, record: Record) -> list[str]:
+    """The ids of the records ``record`` names in its record-id fields."""
+    if rtype is None:
+        return []
+    return [
+        record.values[f.name]
+        for f in rtype.fields
+        if isinstance(f.kind, RecordId) and f.name in record.values
+    ]
 
 
 def edit_dots(record: Record) -> list[Dot]:
