@@ -38,7 +38,8 @@ def policy_option(default: str = "field-merge") -> Callable[[Any], Any]:
 @click.option("--combine", is_flag=True, help="join two unrelated pipelines (flags duplicates)")
 @click.option("--dry-run", is_flag=True, help="print the report and write nothing")
 @click.option("--allow-mass-change", is_flag=True,
-              help="write even if more than half of one side's records would change")
+              help="write even if the merge deletes or overwrites more than half of one "
+              "side's records, or deletes every record left on a side")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 def merge_command(
     desktop: str, device: str, policy: str, combine: bool, dry_run: bool,

@@ -220,7 +220,8 @@ def load(
 @click.option(
     "--allow-mass-change",
     is_flag=True,
-    help="Write even if more than half of either side's records would be overwritten.",
+    help="Write even if the sync deletes or overwrites more than half of either side's "
+    "records, or deletes every record left on a side.",
 )
 @common_options
 def sync(

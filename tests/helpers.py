@@ -10,7 +10,7 @@ from click.testing import CliRunner, Result
 
 from salesmgr import storage
 from salesmgr.cli.group import cli
-from salesmgr.model.pipeline import Pipeline
+from salesmgr.model.pipeline import Pipeline, Sources
 from salesmgr.plugin.manager import get_registry
 from salesmgr.testing.compare import user_data
 
@@ -41,3 +41,15 @@ def desktop_file(folder: Path, count: int = 5, name: str = "Spring") -> Path:
 def content(path: Path) -> dict[str, Any]:
     """A pipeline file's user data (no versions, no hidden fields)."""
     return user_data(storage.load(path))
+
+
+class Ticking(Sources):
+    """Real ids; a wall clock that moves on a second at every write, as edits by hand do (so
+    "the later edit" never depends on two writes falling in the same millisecond)."""
+
+    def __init__(self) -> None:
+        self.now = 1_796_000_000_000
+
+    def now_ms(self) -> int:
+        self.now += 1000
+        return self.now

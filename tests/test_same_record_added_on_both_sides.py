@@ -8,26 +8,16 @@ import copy
 from collections.abc import Iterator
 
 import pytest
+from helpers import Ticking
 
 from salesmgr.merge.engine import merge_files
-from salesmgr.model.pipeline import Pipeline, Sources, use_sources
+from salesmgr.model.pipeline import Pipeline, use_sources
 from salesmgr.plugin.manager import get_registry
 from salesmgr.testing.compare import user_data
 
 OPPORTUNITY = get_registry().record_type("opportunity")
 DEAL = "11111111-2222-3333-4444-555555555555"
 ROW = {"company": "Acme", "title": "Fleet renewal", "value": "12000"}
-
-
-class Ticking(Sources):
-    """Real ids; a clock that moves on a second at every write, as edits by hand do."""
-
-    def __init__(self) -> None:
-        self.now = 1_796_000_000_000
-
-    def now_ms(self) -> int:
-        self.now += 1000
-        return self.now
 
 
 @pytest.fixture(autouse=True)

@@ -357,7 +357,7 @@ def test_a_mass_change_stops_before_anything_is_written(tmp_path: Path) -> None:
     before = (site.desk.read_bytes(), snapshot(box))
     result = salesmgr("sync", site.desk, "--from", url_of(box), "--secret", SECRET)
     assert result.exit_code == 6
-    assert "would delete or overwrite 15 of the 20 records" in one_error_line(result)
+    assert "would delete 15 of the 20 records on the desktop" in one_error_line(result)
     assert (site.desk.read_bytes(), snapshot(box)) == before
     forced = salesmgr("sync", site.desk, "--from", url_of(box), "--secret", SECRET,
                       "--allow-mass-change")

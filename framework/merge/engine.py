@@ -14,6 +14,7 @@ from dataclasses import field as default
 from typing import Literal
 
 from salesmgr.errors import MergeError
+from salesmgr.merge.brake import mass_change
 from salesmgr.merge.duplicates import likely_duplicates
 from salesmgr.merge.report import ConflictEntry, Counts, MergeReport
 from salesmgr.model.fields import RecordId, RecordType
@@ -23,7 +24,7 @@ from salesmgr.plugin.manager import Registry, get_registry
 
 Side = Literal["desktop", "device"]
 Take = Literal["desktop", "device", "merged", "conflict", "both"]
-MASS_CHANGE_MINIMUM = 10  # below this many records, "more than half" is a normal day's work
+SIDES: tuple[Side, Side] = ("desktop", "device")
 
 
 @dataclass
@@ -136,17 +137,13 @@ class MergeResult:
     back: Delta  # what the device lacks after the merge
 
     def mass_change(self, desktop_before: int, device_before: int) -> str | None:
-        """Why this merge must not be written without --allow-mass-change, or None."""
-        for side, touched, total in (
-            ("desktop", self.report.touched_desktop, desktop_before),
-            ("device", self.report.touched_device, device_before),
-        ):
-            if touched >= MASS_CHANGE_MINIMUM and touched * 2 > total:
-                return (
-                    f"this sync would delete or overwrite {touched} of the {total} records on "
-                    f"the {side}; nothing was written (use --allow-mass-change if that is right)"
-                )
-        return None
+        """Why this merge must not be written without --allow-mass-change, or None (the rule
+        is `salesmgr.merge.brake.mass_change`; ``*_before``: each side's live records)."""
+        return mass_change(
+            self.report.losses,
+            {"desktop": desktop_before, "device": device_before},
+            self.report.emptied,
+        )
 
 
 # --- the steps ------------------------------------------------------------------------------
@@ -252,7 +249,8 @@ def merge_delta(
     # versions without the device holding them, so everything they wrote goes back.
     held = {r: c for r, c in device_knowledge.items() if r not in session.untrusted}
     back = delta_since(desktop, held, registry)
-    count_device_side(report, back, held, session.log_kind)
+    count_device_side(report, back, held, session.log_kind, registry)
+    report.emptied = emptied(report, desktop, registry)
     hook.salesmgr_merge_report(session=session, report=report)
     return MergeResult(report, back)
 
@@ -330,8 +328,8 @@ def merge_pair(session: MergeSession, mine: Record, theirs: Record) -> None:
             session.report.to_desktop.added += 1
         else:
             session.report.to_desktop.changed += 1
-        if not before.deleted:
-            session.report.touched_desktop += 1
+        if mine.deleted and not before.deleted:
+            session.report.losses["desktop"].deleted[mine.id] = label
         validate(session, mine)
 
 
@@ -616,6 +614,11 @@ def log_conflict(
     else:
         winner, value = "merged", outcome.value
     status = "open" if outcome.open else "decided"
+    if item.field != DELETED and item.kind != session.log_kind:
+        # The losing side's own value is overwritten: what the mass-change brake counts.
+        losers = {"desktop": ("device",), "device": ("desktop",), "merged": SIDES}
+        for side in losers.get(winner, ()):
+            session.report.losses[side].replaced[item.record_id] = label
     values = {
         "record_id": item.record_id,
         "record_kind": item.kind,
@@ -647,10 +650,15 @@ def validate(session: MergeSession, record: Record) -> None:
 
 
 def count_device_side(
-    report: MergeReport, back: Delta, device_knowledge: Mapping[str, int], log_kind: str
+    report: MergeReport,
+    back: Delta,
+    device_knowledge: Mapping[str, int],
+    log_kind: str,
+    registry: Registry | None = None,
 ) -> None:
     """What the device will see change, judged from what it knew when it sent its changes
     (entries of the conflict log, records of type ``log_kind``, are not counted)."""
+    types = (registry or get_registry()).record_types
     for record in back.records:
         if record.kind == log_kind:
             continue
@@ -659,9 +667,11 @@ def count_device_side(
             if not record.deleted:
                 report.to_device.added += 1
             continue
-        report.touched_device += 1
         if record.deleted and not knows(device_knowledge, record.dot_of(DELETED)):
             report.to_device.deleted += 1
+            report.losses["device"].deleted[record.id] = record_label(
+                types.get(record.kind), record
+            )
         else:
             report.to_device.changed += 1
 
@@ -733,19 +743,24 @@ def merge_files(
     }
     apply_delta(device, result.back)
     desktop.peers[device.replica_id] = dict(device.knowledge)
-    recount_device_side(
-        result.report, before, device, result.back, registry.conflict_log.name
-    )
+    recount_device_side(result.report, before, device, result.back, registry)
+    result.report.emptied = emptied(result.report, desktop, registry)
     result.report.duplicates = duplicates
     return result
 
 
 def recount_device_side(
-    report: MergeReport, before: dict[str, Record], device: Pipeline, back: Delta, log_kind: str
+    report: MergeReport,
+    before: dict[str, Record],
+    device: Pipeline,
+    back: Delta,
+    registry: Registry,
 ) -> None:
     """With the device's whole file at hand, count exactly what changed on it."""
+    log_kind = registry.conflict_log.name
     counts = Counts()
-    touched = 0
+    deleted = report.losses["device"].deleted
+    deleted.clear()
     for incoming in back.records:
         if incoming.kind == log_kind:
             continue
@@ -757,10 +772,33 @@ def recount_device_side(
             continue
         if new.same_content(old):
             continue
-        touched += 1
         if new.deleted:
             counts.deleted += 1
+            deleted[incoming.id] = record_label(registry.record_types.get(new.kind), old)
         else:
             counts.changed += 1
     report.to_device = counts
-    report.touched_device = touched
+
+
+def emptied(report: MergeReport, merged: Pipeline, registry: Registry) -> bool:
+    """Whether the merge deletes records and leaves none standing on its own (asked only when
+    something was deleted: a large pipeline's records are not made to answer it)."""
+    deletes = any(losses.deleted for losses in report.losses.values())
+    return deletes and not any_standing(merged, registry)
+
+
+def any_standing(pipeline: Pipeline, registry: Registry) -> bool:
+    """Whether a live record stands on its own (not a call logged on a deal, not a conflict
+    log entry: their types name another record in a record-id field).  Stops at the first, so
+    that a large pipeline's records are not all made to answer."""
+    standing: dict[str, bool] = {}
+    for record in pipeline.live():
+        alone = standing.get(record.kind)
+        if alone is None:
+            rtype = registry.record_types.get(record.kind)
+            alone = standing[record.kind] = rtype is None or not any(
+                isinstance(f.kind, RecordId) for f in rtype.fields
+            )
+        if alone:
+            return True
+    return False

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from dataclasses import field as default
 from typing import Any
 
+from salesmgr.merge.brake import Losses
+
 
 @dataclass
 class Counts:
@@ -48,9 +50,11 @@ class MergeReport:
     conflicts: list[ConflictEntry] = default(default_factory=list)
     warnings: list[str] = default(default_factory=list)
     duplicates: list[tuple[str, str, str]] = default(default_factory=list)  # combine: likely dupes
-    # ids overwritten or deleted on each side, for the mass-change guard
-    touched_desktop: int = 0
-    touched_device: int = 0
+    # What each side loses (records deleted, its own values overwritten): the brake counts it.
+    losses: dict[str, Losses] = default(
+        default_factory=lambda: {"desktop": Losses(), "device": Losses()}
+    )
+    emptied: bool = False  # it deletes, and no record standing on its own is live afterwards
 
     @property
     def changes_nothing(self) -> bool:
