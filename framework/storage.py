@@ -100,6 +100,7 @@ def save(
     pipeline.home = home_of(path)
     data = encode(pipeline, registry)
     write_atomic(path, data, backup=backup)
+    pipeline.forked_from = ""  # the file holds its identity now
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes, *, backup: bool = True) -> None:

@@ -194,6 +194,9 @@ class Pipeline:
     records: MutableMapping[str, Record] = field(default_factory=dict)
     # Header entries written by a newer version or a plugin: kept and written back unchanged.
     extra: dict[str, str] = field(default_factory=dict)
+    # Not stored: the replica id this copy had in its file when it forked since it was read, so
+    # that the new identity is saved at the next commit even if nothing else changed.
+    forked_from: str = field(default="", compare=False, repr=False)
 
     @classmethod
     def create(cls, name: str = "", owner: str = "", currency: str = "USD") -> Pipeline:
@@ -222,6 +225,7 @@ class Pipeline:
         self.peers[old] = dict(self.knowledge)
         self.replica_id = new_id()
         self.home = home
+        self.forked_from = self.forked_from or old
         return old
 
     # -- reading ----------------------------------------------------------------------------

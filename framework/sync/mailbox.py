@@ -400,7 +400,7 @@ class DesktopDrops:
                 result.seconds = time.monotonic() - started
                 return result
             back, before = merged
-            if rules.versions(desktop) != before:
+            if rules.moved(desktop, before):
                 remember_applied(desktop, offer.drop_id)
             result.saved = rules.commit(desktop, before, save)
         if not dry_run:

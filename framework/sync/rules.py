@@ -222,12 +222,19 @@ def versions(pipeline: Pipeline) -> Versions:
     return pipeline.pipeline_id, pipeline.replica_id, dict(pipeline.knowledge)
 
 
+def moved(pipeline: Pipeline, before: Versions) -> bool:
+    """Whether a side must be saved: its versions moved since ``before``, or it is a copy that
+    took a new identity when it was read (a moved desktop must keep it, or it is a stranger to
+    its device at every later sync)."""
+    return versions(pipeline) != before or bool(pipeline.forked_from)
+
+
 def commit(pipeline: Pipeline, before: Versions, save: Callable[[Pipeline], None]) -> bool:
-    """Save a side whose versions moved; True when it was saved.
+    """Save a side that `moved`; True when it was saved.
 
     The desktop commits first, before anything goes back to the device: it minted the versions
     of the merge's own decisions, so the device must never hold a version the desktop lost."""
-    if versions(pipeline) == before:
+    if not moved(pipeline, before):
         return False
     save(pipeline)
     return True
