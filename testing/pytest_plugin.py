@@ -10,18 +10,24 @@ Installed with salesmgr (entry point ``pytest11``), so any project's tests can w
 ``emulated_device(transport, ...)`` starts ``salesmgr emulator serve`` in a subprocess and returns
 an `EmulatedDevice`: its ``url``, ``secret``, ``device_file``, ``env`` (the secret as
 ``SALESMGR_SECRET``), ``pipeline()`` to read what it holds, and ``stop()``.  Every device a test
-started is stopped afterwards (SIGTERM, then SIGKILL if it does not stop in time).
+started is stopped afterwards (SIGTERM, then SIGKILL if it does not stop in time).  Any transport
+the test's registry knows works, a plugin's too (say where it listens with ``on=``): a plugin
+the emulator's process would not load by itself (registered only in the test, or any while
+``SALESMGR_DISABLE_PLUGINS`` is set) is handed to it (`salesmgr.testing.plugged`).
 ``salesmgr_transport`` runs a test once per transport installed here (``tcp``, ``serial``,
-``folder``).  Disable the plugin with ``pytest -p no:salesmgr``.
+``folder``).  Install with ``pip install salesmgr[testing]`` (it brings pytest); disable the
+plugin with ``pytest -p no:salesmgr``.
 """
 
 from __future__ import annotations
 
 import secrets
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import pytest
@@ -31,6 +37,7 @@ from salesmgr.errors import SalesmgrError
 if TYPE_CHECKING:
     from salesmgr.emulator.process import EmulatorProcess
     from salesmgr.model.pipeline import Pipeline
+    from salesmgr.plugin.manager import Registry
 
 # Where each transport's emulator listens; "{folder}" is a new folder of the test's.
 LISTEN_ON = {
@@ -53,7 +60,9 @@ class EmulatedDevice:
     device_file: Path
     process: EmulatorProcess = field(repr=False)
     mailbox: Path | None = None  # the folder of a store-and-forward device (folder://)
-    _lines_matched: int = field(default=0, repr=False)
+    _lines_matched: dict[str, int] = field(
+        default_factory=lambda: {"stdout": 0, "stderr": 0}, repr=False
+    )
 
     @property
     def env(self) -> dict[str, str]:
@@ -91,17 +100,19 @@ class EmulatedDevice:
                 pytest.fail(f"{problem}; the emulator printed:\n{self.stdout}{self.stderr}")
 
     def expect(self, text: str, timeout: float = 10.0) -> str:
-        """Wait until the emulator prints a line containing ``text``, after the lines earlier
-        calls matched; return that line.  A store-and-forward device (``folder``) takes what
-        the desktop left in its own time: ``device.expect("committed")`` waits for it."""
+        """Wait until the emulator prints a line containing ``text`` — on its output or its
+        error output, where a failed session is reported — after the lines earlier calls
+        matched; return that line.  A store-and-forward device (``folder``) takes what the
+        desktop left in its own time: ``device.expect("committed")`` waits for it."""
         deadline = time.monotonic() + timeout
         while True:
             alive = self.running()  # looked at first: what it printed before exiting counts
-            lines = self.stdout.splitlines()
-            for number in range(self._lines_matched, len(lines)):
-                if text in lines[number]:
-                    self._lines_matched = number + 1
-                    return lines[number]
+            for stream, said in (("stdout", self.stdout), ("stderr", self.stderr)):
+                lines = said.splitlines()
+                for number in range(self._lines_matched[stream], len(lines)):
+                    if text in lines[number]:
+                        self._lines_matched[stream] = number + 1
+                        return lines[number]
             if time.monotonic() >= deadline or not alive:
                 pytest.fail(
                     f"the emulated device did not print {text!r} within {timeout:g} s; "
@@ -118,10 +129,29 @@ class EmulatedDevice:
         return self.process.stop()
 
 
+def plugins_to_hand_over(registry: Registry, scheme: str) -> list[str]:
+    """What the emulator's process must register to have the ``scheme`` transport: nothing for
+    salesmgr's own, else the module of the plugin that registered it (``NAME=PATH``)."""
+    for name, info in registry.plugins.items():
+        if ("transport", scheme) not in info.provides:
+            continue
+        plugin = registry.pm.get_plugin(name)
+        if isinstance(plugin, ModuleType) and plugin.__name__.startswith("salesmgr."):
+            return []
+        if not isinstance(plugin, ModuleType) or not getattr(plugin, "__file__", None):
+            raise ValueError(
+                f"the {scheme}:// transport comes from {name!r}, which is not a module: the "
+                "emulator's process can only load a plugin module (or an installed one)"
+            )
+        return [f"{plugin.__name__}={plugin.__file__}"]
+    return []
+
+
 class DeviceFactory:
     """``emulated_device(transport="tcp", device_file=None, secret=None, baud=None, faults=(),
     *, on=None, once=False, timeout=None, args=())``: start a device (``on``: where it listens,
-    instead of a new address or folder); every one is stopped at teardown."""
+    instead of a new address or folder; needed for a transport this plugin does not know, a
+    plugin's); every one is stopped at teardown."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -143,10 +173,14 @@ class DeviceFactory:
         from salesmgr.emulator.process import EmulatorProcess, emulator_command
         from salesmgr.plugin.manager import get_registry
 
-        if transport not in LISTEN_ON:
-            raise ValueError(f"unknown transport {transport!r} (known: {', '.join(LISTEN_ON)})")
-        if transport not in get_registry().transports:
+        registry = get_registry()
+        if transport not in registry.transports:
             pytest.skip(f"the {transport}:// transport is not installed")
+        if on is None and transport not in LISTEN_ON:
+            raise ValueError(
+                f"say where the emulated device listens on the {transport}:// transport: "
+                f"emulated_device({transport!r}, on=\"{transport}://...\")"
+            )
         home = self.folder / f"device-{len(self.started) + 1}"
         home.mkdir()
         new_folder = on is None
@@ -159,6 +193,11 @@ class DeviceFactory:
         command = emulator_command(
             path, on, baud=baud, faults=faults, once=once, timeout=timeout, extra=args
         )
+        handed = plugins_to_hand_over(registry, transport)
+        if handed:  # python -m salesmgr.emulator ... -> python -m salesmgr.testing.plugged ...
+            module = command.index("salesmgr.emulator")
+            command = [sys.executable, "-m", "salesmgr.testing.plugged", *handed, "--",
+                       "emulator", *command[module + 1:]]
         process = EmulatorProcess(command, home, secret=secret)
         # The emulator prints the folder's real path.
         mailbox = Path(process.url.removeprefix("folder://")) if transport == "folder" else None

@@ -4,6 +4,7 @@ examples install and run, the integrators' example test passes under pytest, and
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import inspect
 import json
@@ -30,6 +31,7 @@ from salesmgr.plugin import hookspecs
 from salesmgr.plugin.manager import Registry, make_plugin_manager, use_registry
 from salesmgr.sync.device_file import DeviceFile
 from salesmgr.testing.compare import user_data
+from salesmgr.testing.pytest_plugin import DeviceFactory
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGINS_MD = (ROOT / "docs" / "plugins.md").read_text()
@@ -165,6 +167,45 @@ def test_the_transport_example_carries_a_real_sync(
     refused = salesmgr("sync", desk, "--from", url, "--secret", secret)
     assert refused.exit_code == 7
     assert refused.stderr.startswith(f"salesmgr: cannot connect to {url}")
+
+
+@pytest.mark.parametrize("registry_with_example", ["salesmgr_unix.py"], indirect=True)
+def test_the_emulated_device_fixture_runs_a_transport_registered_in_the_test(
+    registry_with_example: Registry, emulated_device: DeviceFactory, tmp_path: Path
+) -> None:
+    """docs/plugins.md sends a transport's author to the pytest plugin: the example transport,
+    registered only in this test's registry (not installed), carries a load to an emulated
+    device in a subprocess."""
+    with pytest.raises(ValueError, match="say where the emulated device listens"):
+        emulated_device("unix")
+    folder = short_socket_folder(tmp_path)
+    device = emulated_device("unix", on=f"unix://{folder}/device.sock")
+    assert device.url == f"unix://{folder}/device.sock"
+    desk = tmp_path / "desk.smp"
+    storage.save(starting_pipeline(5, opportunities=6), desk)
+    loaded = salesmgr("load", desk, "--to", device.url, env=device.env)
+    assert loaded.exit_code == 0, loaded.output
+    on_device = device.pipeline()
+    assert on_device is not None and user_data(on_device) == user_data(storage.load(desk))
+    # A desktop with another secret gets nothing, and the device says why on stderr.
+    refused = salesmgr("sync", desk, "--from", device.url, env={"SALESMGR_SECRET": "wrong"})
+    assert refused.exit_code != 0
+    assert "session failed" in device.expect("session failed")
+    assert "session failed" not in device.stdout
+
+
+def test_the_testing_extra_brings_pytest_and_the_plugin_loads_from_the_installed_package() -> None:
+    assert "pip install 'salesmgr[testing]'" in INTEGRATORS_MD
+    salesmgr_dist = importlib.metadata.distribution("salesmgr")
+    assert "testing" in (salesmgr_dist.metadata.get_all("Provides-Extra") or [])
+    wanted = [r.replace(" ", "") for r in salesmgr_dist.requires or []
+              if r.replace(" ", "").endswith('extra=="testing"')]
+    assert any(r.startswith("pytest>=") for r in wanted), wanted
+    [entry] = [ep for ep in salesmgr_dist.entry_points if ep.group == "pytest11"]
+    assert entry.name == "salesmgr"  # what `pytest -p no:salesmgr` names
+    plugin = entry.load()
+    assert plugin.__name__ == "salesmgr.testing.pytest_plugin"
+    assert {"emulated_device", "salesmgr_transport"} <= set(vars(plugin))
 
 
 # --- docs/integrators.md: the example test runs under pytest -------------------------------------
