@@ -20,8 +20,11 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,6 +193,9 @@ ELSEWHERE: dict[str, str] = {
         "tests/test_demo.py::test_the_demo_plays_the_whole_day_and_leaves_nothing_behind",
     "salesmgr demo --transport folder":
         "tests/test_demo.py::test_the_demo_plays_the_whole_day_and_leaves_nothing_behind",
+    "salesmgr demo --keep day": "test_a_kept_day_is_shown_in_a_browser",
+    "salesmgr web day/desk.smp --open": "test_a_kept_day_is_shown_in_a_browser",
+    "salesmgr web FILE [--on HOST:PORT] [--open]": "test_a_kept_day_is_shown_in_a_browser",
 }
 
 
@@ -279,6 +285,44 @@ def test_the_story_runs_line_by_line_in_a_new_folder(
     assert "conflicts: 1" in outputs["sync"]
     assert user_data(storage.load(tmp_path / "desk.smp")) == user_data(
         storage.load(tmp_path / "device.smp"))
+
+
+def test_a_kept_day_is_shown_in_a_browser(tmp_path: Path) -> None:
+    """``salesmgr demo --keep day``, then ``salesmgr web day/desk.smp --open``: on a port the
+    system picks (``--on 127.0.0.1:0``, a test never takes a fixed one), the "browser" being a
+    command that notes the address it was given (``BROWSER``, as Python's webbrowser reads it)."""
+    env = {"TMPDIR": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path)}
+    script(*words_of("salesmgr demo --keep day")[1:], cwd=tmp_path, env=env)
+    opened = tmp_path / "opened.txt"
+    browser = (f"{sys.executable} -c \"import sys; open(sys.argv[2], 'w').write(sys.argv[1])\" "
+               f"%s {opened}")
+    out = tmp_path / "web.out"
+    with open(out, "wb") as sink:
+        server = subprocess.Popen(
+            [str(SCRIPT), *words_of("salesmgr web day/desk.smp --open")[1:],
+             "--on", "127.0.0.1:0"],
+            cwd=tmp_path, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **env, "BROWSER": browser},
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while not (opened.exists() and opened.read_text()) and time.monotonic() < deadline:
+            assert server.poll() is None, out.read_text()
+            time.sleep(0.1)
+        url = opened.read_text()
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", url), out.read_text()
+        assert f"serving day/desk.smp on {url}" in out.read_text()
+        with urllib.request.urlopen(url, timeout=10) as page:
+            assert page.status == 200
+            assert "<html" in page.read().decode().lower()
+    finally:
+        server.send_signal(signal.SIGINT)  # Ctrl-C stops it
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(5)
+    assert "Traceback" not in out.read_text()
 
 
 @pytest.mark.parametrize("line", [line for _, line in shell_lines() if is_bench(line)])
