@@ -37,6 +37,7 @@ from salesmgr.errors import DamagedDrop, DropError, ForeignDrop, IncompleteDrop,
 from salesmgr.model.pipeline import Pipeline, Record
 from salesmgr.plugin.manager import Registry
 from salesmgr.sync.wire.protocol import (
+    MALFORMED,
     Knowledge,
     Text,
     Uuid,
@@ -514,7 +515,7 @@ def unseal(
         raise DamagedDrop(f"{source}: unknown drop kind {kind_code}") from None
     try:
         parsed = COMPILED[kind].parse(body)
-    except (cs.ConstructError, UnicodeDecodeError, ValueError, IndexError, OverflowError):
+    except MALFORMED:
         raise DamagedDrop(f"{source}: malformed {kind.name.lower()}") from None
     records = payload_records(parsed, kind, source, registry)
     try:

@@ -32,6 +32,11 @@ MAX_BODY = 64 << 20  # far above any batch we build; a larger declared length is
 TAG_SIZE = 32  # HMAC-SHA256
 NONCE_SIZE = 32
 SEALED = 0x0001  # envelope flag: a TAG_SIZE-byte HMAC tag follows the body
+# What construct's parsers raise on a malformed body.  Compiled parsers unpack with the struct
+# module directly, so a body cut short raises struct.error, not a ConstructError.
+MALFORMED = (
+    cs.ConstructError, struct.error, UnicodeDecodeError, ValueError, IndexError, OverflowError
+)
 
 Envelope = cs.Struct(
     "magic" / cs.Const(MAGIC),
@@ -517,5 +522,5 @@ def parse_body(message_type: MessageType, body: bytes, parser: Any) -> Message:
     try:
         parsed = parser.parse(body)
         return MESSAGES[message_type].from_body(parsed)
-    except (cs.ConstructError, UnicodeDecodeError, ValueError, IndexError, OverflowError):
+    except MALFORMED:
         raise ProtocolError(f"malformed {message_type.name} message") from None
