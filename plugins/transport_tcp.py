@@ -14,6 +14,7 @@ authenticated by the pairing secret alone).
 
 from __future__ import annotations
 
+import re
 import socket
 import ssl
 import struct
@@ -25,10 +26,13 @@ from urllib.parse import urlsplit
 from salesmgr.errors import SyncError
 from salesmgr.plugin.hookspecs import hookimpl
 from salesmgr.plugin.interfaces import AnyTransport, Link, Transport, filtered_stream
+from salesmgr.sync.wire.auth import certificate_binding
 from salesmgr.sync.wire.protocol import MAX_MESSAGE
 
 LENGTH = struct.Struct(">I")
+PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
 DEFAULT_TIMEOUT = 30.0
+BACKLOG = 64  # connections the system queues while the device is busy accepting
 
 
 class SocketStream:
@@ -62,10 +66,14 @@ class SocketStream:
 class StreamLink:
     """Whole messages over a byte stream: a 4-byte length, then the message."""
 
-    def __init__(self, stream: Any, peer: str, max_message: int = MAX_MESSAGE) -> None:
+    def __init__(
+        self, stream: Any, peer: str, max_message: int = MAX_MESSAGE, channel_binding: bytes = b""
+    ) -> None:
         self.stream = stream
         self.peer = peer
         self.max_message = max_message
+        # tcps: SHA-256 of the device's certificate, which the handshake's proofs cover
+        self.channel_binding = channel_binding
         self.bytes_sent = 0
         self.bytes_received = 0
         self.closed = False
@@ -152,6 +160,8 @@ def timeout_of(options: Mapping[str, Any]) -> float:
 class TcpListener:
     """Waits for desktops on a bound socket; ``url`` has the port the system picked."""
 
+    concurrent = True  # every desktop has a connection of its own
+
     def __init__(
         self, scheme: str, sock: socket.socket, options: Mapping[str, Any],
         context: ssl.SSLContext | None,
@@ -159,6 +169,7 @@ class TcpListener:
         self.sock = sock
         self.options = options
         self.context = context
+        self.binding = b"" if context is None else own_certificate_binding(options)
         host, port = sock.getsockname()[:2]
         self.url = url_of(scheme, host, port)
 
@@ -169,14 +180,20 @@ class TcpListener:
         peer = url_of("tcp", address[0], address[1])
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.context is not None:
-            conn.settimeout(timeout_of(self.options))
+            # The TLS handshake happens at the first read, in the session and within its
+            # handshake deadline, so a peer that never starts TLS holds nothing but itself.
             try:
-                conn = self.context.wrap_socket(conn, server_side=True)
+                conn = self.context.wrap_socket(
+                    conn, server_side=True, do_handshake_on_connect=False
+                )
             except (ssl.SSLError, OSError) as problem:
                 conn.close()
-                raise SyncError(f"TLS handshake with {peer} failed ({problem})") from None
+                raise SyncError(f"TLS with {peer} failed ({problem})") from None
         stream = SocketStream(conn, timeout_of(self.options))
-        return StreamLink(filtered_stream(stream, self.options), f"the desktop at {peer}")
+        return StreamLink(
+            filtered_stream(stream, self.options), f"the desktop at {peer}",
+            channel_binding=self.binding,
+        )
 
     def close(self) -> None:
         self.sock.close()
@@ -205,14 +222,23 @@ class TcpTransport(Transport):
                 f"cannot connect to {url}: {problem.strerror or problem}"
             ) from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        binding = b""
         if self.tls:
             try:
-                sock = client_context(options).wrap_socket(sock, server_hostname=host)
+                tls = client_context(options).wrap_socket(sock, server_hostname=host)
             except (ssl.SSLError, OSError) as problem:
                 sock.close()
                 raise SyncError(f"TLS handshake with {url} failed ({problem})") from None
+            certificate = tls.getpeercert(binary_form=True)
+            if not certificate:
+                tls.close()
+                raise SyncError(f"TLS with {url} failed: the device sent no certificate")
+            binding = certificate_binding(certificate)
+            sock = tls
         stream = SocketStream(sock, timeout)
-        return StreamLink(filtered_stream(stream, options), f"the device at {url}")
+        return StreamLink(
+            filtered_stream(stream, options), f"the device at {url}", channel_binding=binding
+        )
 
     def listen(self, url: str, options: Mapping[str, Any]) -> TcpListener:
         host, port = host_port(url, listening=True)
@@ -225,7 +251,7 @@ class TcpTransport(Transport):
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, port))
-            sock.listen(8)
+            sock.listen(BACKLOG)
         except OSError as problem:
             sock.close()
             raise SyncError(f"cannot listen on {url}: {problem.strerror or problem}") from None
@@ -250,6 +276,20 @@ def client_context(options: Mapping[str, Any]) -> ssl.SSLContext:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def own_certificate_binding(options: Mapping[str, Any]) -> bytes:
+    """The channel binding of the listening side: SHA-256 of its own certificate (the first in
+    the ``tls_cert`` file), which is what a desktop connected straight to it sees."""
+    cert = str(options.get("tls_cert"))
+    try:
+        with open(cert, encoding="ascii") as handle:
+            pem = PEM_CERTIFICATE.search(handle.read())
+    except (OSError, UnicodeDecodeError) as problem:
+        raise SyncError(f"cannot read the TLS certificate {cert}: {problem}") from None
+    if pem is None:
+        raise SyncError(f"the TLS certificate file {cert} holds no PEM certificate")
+    return certificate_binding(ssl.PEM_cert_to_DER_cert(pem.group(0)))
 
 
 def server_context(url: str, options: Mapping[str, Any]) -> ssl.SSLContext:

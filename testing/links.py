@@ -12,6 +12,8 @@ from salesmgr.errors import SyncError
 class MemoryLink:
     """One end of an in-process Link pair (see `memory_link_pair`)."""
 
+    channel_binding = b""
+
     def __init__(self, name: str) -> None:
         self.name = name
         self.inbox: queue.Queue[bytes | None] = queue.Queue()

@@ -40,10 +40,17 @@ class Codec:
 
 
 class Link(Protocol):
-    """A duplex, ordered, reliable channel of whole messages between desktop and device."""
+    """A duplex, ordered, reliable channel of whole messages between desktop and device.
+
+    A link whose `close` may wait (to deliver what is queued) also has ``abort()``: cut at once,
+    callable from any thread or a signal handler, so that a stopping device never waits."""
 
     bytes_sent: int
     bytes_received: int
+    # What the pairing handshake binds itself to, the same at both ends of one connection and
+    # different across a relay: for a TLS link the SHA-256 of the device's certificate (as
+    # each end sees it), b"" for a link with nothing to bind to.
+    channel_binding: bytes
 
     def send(self, message: bytes) -> None:
         """Send one message; raises SyncError when the link is gone."""
@@ -58,6 +65,9 @@ class Listener(Protocol):
     """The device end waiting for the desktop."""
 
     url: str  # the real address, e.g. with the port the system picked for port 0
+    # True when several links may be open at once (a network port); False when a new accept
+    # ends the previous link (one serial line).
+    concurrent: bool
 
     def accept(self, timeout: float | None = None) -> Link: ...
 

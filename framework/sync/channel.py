@@ -45,12 +45,13 @@ class Channel:
         self.link.send(build(message, self.sent, self.key))
         self.sent += 1
 
-    def receive_any(self, *expected: type[Message]) -> Message:
-        deadline = time.monotonic() + self.timeout
-        left = self.timeout  # the whole timeout, unless duplicates used some of it
+    def receive_any(self, *expected: type[Message], timeout: float | None = None) -> Message:
+        wait = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + wait
+        left = wait  # the whole timeout, unless duplicates used some of it
         while True:
             if left <= 0:
-                raise SyncError(f"no answer from the {self.peer} within {self.timeout:g} s")
+                raise SyncError(f"no answer from the {self.peer} within {wait:g} s")
             received = parse(self.link.receive(left), self.key)
             left = deadline - time.monotonic()
             message = received.message
@@ -77,12 +78,16 @@ class Channel:
                 )
             return message
 
-    def receive(self, kind: type[M]) -> M:
-        return cast(M, self.receive_any(kind))
+    def receive(self, kind: type[M], timeout: float | None = None) -> M:
+        return cast(M, self.receive_any(kind, timeout=timeout))
 
     def fail(self, error: SalesmgrError) -> None:
-        """Tell the peer why this end stops, if the link still carries anything."""
-        if self.peer_stopped:
+        """Tell the peer why this end stops, if the link still carries anything.
+
+        A peer that never sent a byte is told nothing: it may not even have finished setting
+        up its link (a TLS handshake never started), and waiting to write to it would hold
+        this end for nothing."""
+        if self.peer_stopped or not self.link.bytes_received:
             return
         text = getattr(error, "peer_text", None) or str(error)
         try:

@@ -21,14 +21,13 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from salesmgr import __version__
 from salesmgr.errors import (
-    ErrorCode,
     ProtocolError,
     SalesmgrError,
-    SessionError,
 )
 from salesmgr.merge.engine import (
     Delta,
@@ -48,13 +47,10 @@ from salesmgr.sync.wire import auth
 from salesmgr.sync.wire.protocol import (
     Ack,
     Batch,
-    Challenge,
     DeltaEnd,
     Finish,
-    Hello,
     Mode,
     Open,
-    Proof,
     Pull,
     State,
 )
@@ -133,20 +129,8 @@ class DesktopSession(_Session):
 
     def _open(self, mode: Mode, desktop: Pipeline, dry_run: bool) -> State:
         channel = self.channel
-        nonce = auth.new_nonce()
-        channel.send(Hello(nonce, SOFTWARE))
-        challenge = channel.receive(Challenge)
-        self.events("hello", peer_software=challenge.software)
-        expected = auth.device_proof(self.secret, nonce, challenge.nonce)
-        if not auth.proof_matches(expected, challenge.proof):
-            raise SessionError(
-                "authentication failed: the device does not know this pairing secret "
-                "(give both ends the same --secret or SALESMGR_SECRET)",
-                ErrorCode.AUTH,
-                "authentication failed: the desktop does not accept this device's pairing secret",
-            )
-        channel.send(Proof(auth.desktop_proof(self.secret, nonce, challenge.nonce)))
-        channel.key = auth.session_key(self.secret, nonce, challenge.nonce)
+        auth.desktop_handshake(channel, self.secret, SOFTWARE, binding_of(self.link),
+                               lambda peer: self.events("hello", peer_software=peer))
         channel.send(
             Open(
                 mode,
@@ -233,6 +217,12 @@ def header_of(opening: Open) -> DesktopHeader:
     )
 
 
+def binding_of(link: Link) -> bytes:
+    """What the link binds the handshake to (`Link.channel_binding`; a link that predates it
+    binds nothing)."""
+    return bytes(getattr(link, "channel_binding", b""))
+
+
 # --- the device side ---------------------------------------------------------------------------
 
 
@@ -242,31 +232,32 @@ class DeviceSession(_Session):
     side = "device"
     peer = "desktop"
 
-    def __init__(self, link: Link, secret: str | bytes, store: DeviceStore, **kw: Any) -> None:
+    def __init__(
+        self,
+        link: Link,
+        secret: str | bytes,
+        store: DeviceStore,
+        *,
+        hold: Callable[[], AbstractContextManager[object]] = nullcontext,
+        **kw: Any,
+    ) -> None:
         super().__init__(link, secret, **kw)
         self.store = store
+        self.hold = hold  # keeps the store to this session once the desktop authenticated
 
     def serve(self) -> SessionResult:
         return self._run(self._serve)
 
     def _serve(self) -> None:
         channel = self.channel
-        hello = channel.receive(Hello)
-        self.events("hello", peer_software=hello.software)
-        nonce = auth.new_nonce()
-        channel.send(
-            Challenge(nonce, auth.device_proof(self.secret, hello.nonce, nonce), SOFTWARE)
-        )
-        proof = channel.receive(Proof)
-        expected = auth.desktop_proof(self.secret, hello.nonce, nonce)
-        if not auth.proof_matches(expected, proof.proof):
-            raise SessionError(
-                "authentication failed: the desktop does not know this pairing secret",
-                ErrorCode.AUTH,
-                "authentication failed: the device does not accept this desktop's pairing secret "
-                "(give both ends the same --secret or SALESMGR_SECRET)",
-            )
-        channel.key = auth.session_key(self.secret, hello.nonce, nonce)
+        auth.device_handshake(channel, self.secret, SOFTWARE, binding_of(self.link),
+                              lambda peer: self.events("hello", peer_software=peer))
+        # Only an authenticated desktop gets to hold the device's file.
+        with self.hold():
+            self._answer()
+
+    def _answer(self) -> None:
+        channel = self.channel
         opening = channel.receive(Open)
         self.result.mode = self.events.mode = opening.mode.name.lower()
         self.result.peer_replica = opening.desktop_replica
