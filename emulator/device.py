@@ -24,10 +24,12 @@ from salesmgr.sync.mailbox import DeviceDrops, DeviceEvent
 from salesmgr.sync.session import DeviceSession
 
 POLL = 0.2  # seconds between looks at the stop flag while no desktop is connected
+MAX_CONNECTIONS = 64  # connections answered at once; more wait in the system's queue
+STOP_WAIT = 2.0  # seconds a cut session gets to end when the emulator stops
 
 
 class DeviceEmulator:
-    """Plays a mobile device: answers sessions from desktops on a Listener, one at a time."""
+    """Plays a mobile device: answers sessions from desktops on a Listener."""
 
     def __init__(
         self,
@@ -48,44 +50,77 @@ class DeviceEmulator:
         self.sessions = 0
         self.failures = 0
         self._stop = threading.Event()
-        self._link: Link | None = None
+        self._guard = threading.Lock()
+        self._links: set[Link] = set()
+        self._threads: list[threading.Thread] = []
+        self._codes: list[int] = []
 
     def serve(self, listener: Listener, *, once: bool = False) -> int:
         """Answer desktops until `stop` (0), or with ``once`` until one session ended (its code).
 
-        A failed session is reported and the loop goes on: a device outlives a bad desktop."""
-        while not self._stop.is_set():
-            try:
-                link = listener.accept(timeout=POLL)
-            except TimeoutError:
-                continue
-            except SyncError as error:  # a desktop came but its link could not be set up
-                self.complain(str(error))
+        Each connection is answered in a thread of its own, so that a silent or slow peer holds
+        nothing but its own connection (the handshake has a deadline of its own; the device file
+        is locked only once a desktop authenticated).  A failed session is reported and the loop
+        goes on: a device outlives a bad desktop."""
+        concurrent = bool(getattr(listener, "concurrent", False)) and not once
+        try:
+            while not self._stop.is_set():
+                self._reap()
+                if not concurrent and self._threads:
+                    self._threads[0].join(POLL)  # one line: its session ends first
+                    continue
+                if len(self._threads) >= MAX_CONNECTIONS:
+                    self._threads[0].join(POLL)
+                    continue
+                try:
+                    link = listener.accept(timeout=POLL)
+                except TimeoutError:
+                    continue
+                except SyncError as error:  # a desktop came but its link could not be set up
+                    self.complain(str(error))
+                    if once:
+                        return error.exit_code
+                    continue
+                thread = threading.Thread(
+                    target=self.answer, args=(link,), name="device-session", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
                 if once:
-                    return error.exit_code
-                continue
-            code = self.answer(link)
-            if once:
-                return code
-        return 0
+                    while thread.is_alive():
+                        thread.join(POLL)  # in steps, so that a signal is handled meanwhile
+                    return self._codes[-1] if self._codes else 0
+            return 0
+        finally:
+            self.stop()
+            for thread in list(self._threads):
+                thread.join(STOP_WAIT)
+
+    def _reap(self) -> None:
+        self._threads = [t for t in self._threads if t.is_alive()]
 
     def answer(self, link: Link) -> int:
-        self._link = link
+        with self._guard:
+            self._links.add(link)
+        code = 0
         try:
             if self._stop.is_set():
                 return 0
             session = DeviceSession(
-                link, self.secret, self.store, timeout=self.timeout, registry=self.registry
+                link, self.secret, self.store, timeout=self.timeout, registry=self.registry,
+                hold=lambda: holding(self.store),
             )
-            with holding(self.store):
-                result = session.serve()
+            result = session.serve()
         except SalesmgrError as error:
-            self.failures += 1
+            code = error.exit_code
             self.complain(f"session failed: {error}")
-            return error.exit_code
+            return code
         finally:
-            self._link = None
-            self.sessions += 1
+            with self._guard:
+                self._links.discard(link)
+                self.sessions += 1
+                self.failures += code != 0
+                self._codes.append(code)
             link.close()
         for line in result.lines():
             self.log(line)
@@ -134,13 +169,13 @@ class DeviceEmulator:
         return (info.st_size, info.st_mtime_ns, info.st_ino)
 
     def stop(self) -> None:
-        """End the loop; a session in progress is cut (the device file stays whole).
+        """End the loop; every session in progress is cut at once (the device file stays whole).
 
-        Safe to call from a signal handler: it takes no lock."""
+        Safe to call from a signal handler: it waits for nothing."""
         self._stop.set()
-        link = self._link
-        if link is not None:
-            link.close()
+        for link in list(self._links):
+            cut = getattr(link, "abort", None) or link.close
+            cut()
 
 
 def holding(store: DeviceStore) -> AbstractContextManager[None]:

@@ -265,6 +265,8 @@ class SerialLink:
     included.
     """
 
+    channel_binding = b""  # a serial line has nothing to bind the handshake to
+
     def __init__(
         self,
         stream: Stream,
@@ -354,10 +356,9 @@ class SerialLink:
             self._pending.append(bytes(message))
             self._pending_bytes += len(message)
             self._cond.notify_all()
-            while self._pending_bytes > BACKLOG and self._failure is None:
+            while self._pending_bytes > BACKLOG and self._failure is None and not self._closing:
                 self._cond.wait(0.25)
-            if self._failure is not None:
-                raise self._failure
+            self._check_usable()  # cut meanwhile: failed, aborted or closed
 
     def receive(self, timeout: float) -> bytes:
         deadline = time.monotonic() + timeout
@@ -374,6 +375,12 @@ class SerialLink:
                     raise SyncError(f"no message from the {self.peer} within {timeout:g} s")
                 self._cond.wait(remaining)
             return self._inbox.popleft()
+
+    def abort(self) -> None:
+        """Cut the link now, from any thread or a signal handler: every call waiting on it
+        (a `send` held by a full window, a `receive`) raises at once, and nothing more is sent.
+        `close` then only releases the line."""
+        self._fail(SyncError("the serial link was cut (the device is stopping)"))
 
     def close(self) -> None:
         """Deliver what is queued (bounded by the dead-line time), say goodbye, stop."""

@@ -305,6 +305,8 @@ def open_port(port: str, baud: int, write_timeout: float) -> PortStream:
 class SerialListener:
     """The device waiting for the desktop on a line it holds open (a pty or a pyserial port)."""
 
+    concurrent = False  # one line, one session: a new accept ends the previous one
+
     def __init__(
         self,
         url: str,
