@@ -17,6 +17,7 @@ from salesmgr.plugin.manager import get_registry
 from salesmgr.sync.channel import DEFAULT_TIMEOUT
 from salesmgr.sync.device_file import DeviceFile
 from salesmgr.sync.transports import transport_for
+from salesmgr.sync.wire import auth
 from salesmgr.testing.faults import Faults
 
 
@@ -77,7 +78,7 @@ def serve(
     secret = resolve_secret(secret)
     parsed_faults = Faults.parse(faults)
     registry = get_registry()
-    store = DeviceFile(device_file, registry)
+    store = DeviceFile(device_file, registry, secret=auth.secret_bytes(secret))
     if not device_file.parent.resolve().is_dir():
         raise PipelineFileError(device_file, "its folder does not exist")
     store.load()  # a damaged device file is reported now, not at the first sync

@@ -17,7 +17,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
@@ -95,10 +95,14 @@ def save(
     registry: Registry | None = None,
     *,
     backup: bool = True,
+    encoder: Callable[[Pipeline], bytes] | None = None,
 ) -> None:
-    """Replace ``path`` atomically (temporary file, fsync, rename), keeping the old one as .bak."""
+    """Replace ``path`` atomically (temporary file, fsync, rename), keeping the old one as .bak.
+
+    ``encoder`` turns the pipeline into the file's bytes when the plain codec will not do (a
+    paired device seals its file: `salesmgr.sync.wire.auth.sealed_file`)."""
     pipeline.home = home_of(path)
-    data = encode(pipeline, registry)
+    data = encoder(pipeline) if encoder is not None else encode(pipeline, registry)
     write_atomic(path, data, backup=backup)
     pipeline.forked_from = ""  # the file holds its identity now
 

@@ -35,7 +35,7 @@ from salesmgr.plugins.transport_folder import FolderMailbox, folder_of
 from salesmgr.sync.device_file import DeviceFile
 from salesmgr.sync.mailbox import APPLIED, DesktopDrops, DeviceDrops, DeviceEvent
 from salesmgr.sync.results import DropResult
-from salesmgr.sync.wire import drops
+from salesmgr.sync.wire import auth, drops
 from salesmgr.sync.wire.drops import Answer, DropKind, Load, Offer
 from salesmgr.testing.compare import user_data
 
@@ -646,6 +646,7 @@ def test_a_pipeline_file_copied_by_hand_is_merged_like_salesmgr_merge(
                                   p.update(opp, ids[0], {"stage": "Won"})))
     edit(site.desk, lambda p, opp: (p.add(opp, {"company": "Office", "title": "y"}),
                                      p.delete(ids[1])))
+    seal(device)  # the device writes its file sealed under the pairing secret
     # What salesmgr merge would make of the two, on copies.
     expected_desk, expected_device = storage.load(site.desk), storage.load(device)
     merge_files(expected_desk, expected_device)
@@ -665,13 +666,87 @@ def test_a_pipeline_file_copied_by_hand_is_merged_like_salesmgr_merge(
     assert "device:  1 added, 0 changed, 1 deleted" in result.output
     assert "left the merged file back as handheld.pipe for the device" in result.output
     assert content(site.desk) == expected
-    assert user_data(storage.decode((site.box / "handheld.pipe").read_bytes(), "x")) == expected
+    merged_back = storage.decode((site.box / "handheld.pipe").read_bytes(), "x")
+    assert user_data(merged_back) == expected
+    assert auth.seal_problem(merged_back, auth.secret_bytes(SECRET)) == ""  # sealed in turn
     assert [p.name for p in site.box.iterdir()] == ["handheld.pipe"]  # no backup, no temp
 
     before = (site.desk.read_bytes(), snapshot(site.box))
     again = salesmgr("sync", site.desk, "--from", url_of(site.box), "--secret", SECRET)
     assert again.exit_code == 0, again.output
     assert "handheld.pipe was already in step: left as it is" in again.output
+    assert (site.desk.read_bytes(), snapshot(site.box)) == before
+
+
+def seal(path: Path, secret: str = SECRET) -> None:
+    """Save ``path`` again as a paired device does: sealed under ``secret``."""
+    DeviceFile(path, secret=auth.secret_bytes(secret)).save(storage.load(path))
+
+
+@pytest.mark.parametrize(
+    ("sealed_with", "says"),
+    [
+        (None, "it carries no seal of a paired device"),
+        ("another-pairing-secret-Lr5tVw9", "its seal does not verify"),
+        ("tampered", "its seal does not verify"),
+    ],
+)
+def test_a_pipeline_file_no_paired_device_sealed_is_left_untouched(
+    site: Site, tmp_path: Path, sealed_with: str | None, says: str
+) -> None:
+    """Anyone who can write the folder can read the pipeline id from a drop and write a file
+    with it: only a file sealed by a paired replica is merged; any other stays as it is."""
+    forged = tmp_path / "forged.pipe"
+    shutil.copyfile(site.desk, forged)
+    ids = sorted(storage.load(site.desk).records)
+    if sealed_with == "tampered":
+        seal(forged)
+    edit(forged, lambda p, opp: (p.add(opp, {"company": "Intruder", "title": "x"}),
+                                  p.update(opp, ids[0], {"stage": "Lost"}), p.delete(ids[1])))
+    if sealed_with not in (None, "tampered"):
+        seal(forged, sealed_with)
+    shutil.copyfile(forged, site.box / "handheld.pipe")
+    make_old(site.box / "handheld.pipe")
+    before = (site.desk.read_bytes(), snapshot(site.box))
+    result = salesmgr("sync", site.desk, "--from", url_of(site.box), "--secret", SECRET)
+    assert result.exit_code == 7
+    line = one_error_line(result)
+    assert "handheld.pipe: not merged: " + says in line
+    assert "salesmgr merge" in line and "left in place" in line
+    assert (site.desk.read_bytes(), snapshot(site.box)) == before
+
+
+def test_the_device_seals_its_file_so_the_old_habit_of_copying_it_still_works(
+    site: Site, tmp_path: Path
+) -> None:
+    device = tmp_path / "handheld.pipe"
+    emulator = EmulatorProcess(emulator_command(device, "tcp://127.0.0.1:0"), tmp_path,
+                               secret=SECRET)
+    try:
+        loaded = salesmgr("load", site.desk, "--to", emulator.url, "--secret", SECRET)
+        assert loaded.exit_code == 0, loaded.output
+    finally:
+        emulator.stop()
+    assert auth.seal_problem(storage.load(device), auth.secret_bytes(SECRET)) == ""
+    shutil.copyfile(device, site.box / "handheld.pipe")  # the old habit
+    result = salesmgr("sync", site.desk, "--from", url_of(site.box), "--secret", SECRET)
+    assert result.exit_code == 0, result.output
+    assert "took the pipeline file handheld.pipe" in result.output
+
+
+def test_a_sealed_file_is_refused_by_a_desktop_with_another_secret(
+    site: Site, tmp_path: Path
+) -> None:
+    device = tmp_path / "handheld.pipe"
+    shutil.copyfile(site.desk, device)
+    edit(device, lambda p, opp: p.add(opp, {"company": "Road", "title": "x"}))
+    seal(device)
+    shutil.copyfile(device, site.box / "handheld.pipe")
+    before = (site.desk.read_bytes(), snapshot(site.box))
+    result = salesmgr("sync", site.desk, "--from", url_of(site.box), "--secret",
+                      "a-wrong-but-strong-secret-Zq81mX")
+    assert result.exit_code == 7
+    assert "its seal does not verify" in one_error_line(result)
     assert (site.desk.read_bytes(), snapshot(site.box)) == before
 
 

@@ -3,7 +3,7 @@ file the emulator uses."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -11,6 +11,7 @@ from salesmgr import storage
 from salesmgr.errors import PipelineFileError
 from salesmgr.model.pipeline import Pipeline
 from salesmgr.plugin.manager import Registry
+from salesmgr.sync.wire import auth
 
 
 class DeviceStore(Protocol):
@@ -29,11 +30,15 @@ class DeviceStore(Protocol):
 
 @dataclass
 class DeviceFile:
-    """A device pipeline in a file; a missing or empty file is a device with nothing loaded."""
+    """A device pipeline in a file; a missing or empty file is a device with nothing loaded.
+
+    With the pairing ``secret`` every save seals the file, so that a copy of it put in a shared
+    folder proves it comes from a paired replica (docs/file-format.md, "Seal")."""
 
     path: Path
     registry: Registry | None = None
     renamed: bool = False
+    secret: bytes | None = field(default=None, repr=False)
 
     def load(self) -> Pipeline | None:
         self.renamed = False
@@ -49,4 +54,8 @@ class DeviceFile:
         return pipeline
 
     def save(self, pipeline: Pipeline) -> None:
-        storage.save(pipeline, self.path, self.registry)
+        secret = self.secret
+        seal = None if secret is None else (
+            lambda p: auth.sealed_file(p, secret, self.registry)
+        )
+        storage.save(pipeline, self.path, self.registry, encoder=seal)

@@ -18,7 +18,9 @@ Every step is idempotent and each side records the ids of the drops it applied i
 delivered twice is applied once, and a cut anywhere leaves two valid files that the next round
 brings together (docs/protocol.md, section ``folder://``, walks through every cut).  A plain
 pipeline file found in the mailbox (copied there by hand, the old way) is merged as
-``salesmgr merge`` would and put back, merged, for the device.
+``salesmgr merge`` would and put back, merged and sealed, for the device — but only when its seal
+proves a paired replica wrote it (`salesmgr.sync.wire.auth.seal_problem`): anyone who can write
+the folder can write a pipeline file.
 """
 
 from __future__ import annotations
@@ -236,6 +238,14 @@ class DropReader:
                 look.arriving.append(entry)
             else:
                 look.problems[entry] = str(problem)
+            return
+        # Anyone who can write the folder can put a file there: only a paired replica's is merged.
+        unproved = auth.seal_problem(pipeline, self.secret, self.registry)
+        if unproved:
+            look.problems[entry] = (
+                f"{where}: not merged: {unproved}; to merge a file you trust, use "
+                "salesmgr merge DESKTOP FILE"
+            )
             return
         storage.settle_home(pipeline, self.mailbox.home(entry))
         look.files.append(PipelineEntry(entry, pipeline, mail.size))
@@ -563,7 +573,7 @@ class DesktopDrops:
         result.records_received = len(delta_since(device, desktop.knowledge, self.registry).records)
 
         def leave_back(merged: Pipeline) -> None:
-            data = storage.encode(merged, self.registry)
+            data = auth.sealed_file(merged, self.secret, self.registry)  # a paired replica's
             self.mailbox.write(found.entry, data)
             result.written = f"the merged file back as {found.entry}"
             result.bytes_sent = len(data)

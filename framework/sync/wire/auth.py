@@ -29,13 +29,17 @@ from collections.abc import Callable
 from hashlib import sha256
 from typing import Protocol, TypeVar
 
+from salesmgr import storage
 from salesmgr.errors import ConfigError, ErrorCode, SessionError, SyncError
+from salesmgr.model.pipeline import Pipeline
+from salesmgr.plugin.manager import Registry
 from salesmgr.sync.wire.protocol import NONCE_SIZE, Challenge, Hello, Message, Proof
 
 DEVICE_LABEL = b"salesmgr device proof\x00"
 DESKTOP_LABEL = b"salesmgr desktop proof\x00"
 SESSION_LABEL = b"salesmgr session key\x00"
 SEAL_LABEL = b"salesmgr file seal\x00"
+SEAL_ENTRY = "seal"  # the pipeline file header entry (`extra`) that holds a file's seal
 # Seconds a device gives a peer to prove it knows the secret (TLS, HELLO and PROOF together),
 # whatever the session's own timeout: a silent or slow connection cannot hold the device.
 HANDSHAKE_DEADLINE = 5.0
@@ -130,9 +134,45 @@ def session_key(
     return _mac(secret, SESSION_LABEL, desktop_nonce, device_nonce, binding)
 
 
+# --- seals: a pipeline file that proves it was written by a paired replica ------------------------
+
+
 def seal_key(secret: bytes) -> bytes:
-    """The key that seals pipeline files written by a paired replica (`salesmgr.seal`)."""
+    """The key that seals pipeline files written by a paired replica."""
     return hmac.new(secret, SEAL_LABEL, sha256).digest()
+
+
+def _seal_of(pipeline: Pipeline, secret: bytes, registry: Registry | None) -> str:
+    """The seal of ``pipeline`` as it would be written without a ``seal`` entry."""
+    claimed = pipeline.extra.pop(SEAL_ENTRY, None)
+    try:
+        unsealed = storage.encode(pipeline, registry)
+    finally:
+        if claimed is not None:
+            pipeline.extra[SEAL_ENTRY] = claimed
+    return hmac.new(seal_key(secret), unsealed, sha256).hexdigest()
+
+
+def sealed_file(pipeline: Pipeline, secret: bytes, registry: Registry | None = None) -> bytes:
+    """The bytes of ``pipeline`` as a pipeline file carrying its seal (docs/file-format.md,
+    "Seal"): the header entry ``seal`` holds HMAC-SHA256 under `seal_key` of the file as it is
+    encoded without that entry."""
+    pipeline.extra[SEAL_ENTRY] = _seal_of(pipeline, secret, registry)
+    return storage.encode(pipeline, registry)
+
+
+def seal_problem(pipeline: Pipeline, secret: bytes, registry: Registry | None = None) -> str:
+    """Why ``pipeline`` (as read from a file) does not prove it comes from a replica paired
+    with ``secret``, or "" when its seal verifies."""
+    claimed = pipeline.extra.get(SEAL_ENTRY)
+    if claimed is None:
+        return "it carries no seal of a paired device"
+    if not hmac.compare_digest(_seal_of(pipeline, secret, registry), claimed):
+        return (
+            "its seal does not verify (sealed with another pairing secret, or changed since "
+            "it was sealed)"
+        )
+    return ""
 
 
 def proof_matches(expected: bytes, received: bytes) -> bool:
