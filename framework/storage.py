@@ -14,6 +14,7 @@ import hashlib
 import os
 import re
 import socket
+import stat
 import tempfile
 import threading
 import time
@@ -108,7 +109,9 @@ def save(
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes, *, backup: bool = True) -> None:
-    target = Path(path)
+    # Through a symbolic link to the file it names: replacing the link itself would leave the
+    # real file without the change (and make FILE.bak a link).
+    target = Path(os.path.realpath(path))
     folder = target.parent if str(target.parent) else Path(".")
     try:
         fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
@@ -165,13 +168,45 @@ def fsync_folder(folder: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+def lock_folder() -> str:
+    """The private folder that holds the locks of this user's pipeline files.
+
+    Not beside the files (a sync tool may mirror their folder) and never a name under /tmp that
+    another user could create first: ``$XDG_RUNTIME_DIR/salesmgr-locks`` (a folder only the
+    user may use, by the XDG rules), else ``$XDG_CACHE_HOME/salesmgr/locks`` (by default
+    ``~/.cache/salesmgr/locks``).  Either must be a real folder (not a link) owned by the user
+    and closed to everyone else, or no lock is taken and the command stops: running unlocked,
+    or waiting on someone else's lock, is what an attacker would want."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isabs(runtime):
+        folder = os.path.join(runtime, "salesmgr-locks")
+    else:
+        cache = os.environ.get("XDG_CACHE_HOME")
+        if not cache or not os.path.isabs(cache):
+            cache = os.path.join(os.path.expanduser("~"), ".cache")
+        folder = os.path.join(cache, "salesmgr", "locks")
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        info = os.lstat(folder)
+    except OSError as problem:
+        raise PipelineFileError(
+            folder, f"cannot make the folder for locks ({problem.strerror or problem})"
+        ) from None
+    owner = os.getuid() if hasattr(os, "getuid") else info.st_uid
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != owner or info.st_mode & 0o077:
+        raise PipelineFileError(
+            folder,
+            "the folder for salesmgr's locks is not private (it must be a folder of yours that "
+            f"no one else may use: chmod 700, or remove it); found mode {info.st_mode & 0o7777:o}, "
+            f"owner {info.st_uid}",
+        )
+    return folder
+
+
 def lock_path_of(real_path: str) -> str:
-    """Where the lock of a pipeline file lives: the user's runtime folder, not beside it."""
-    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-    folder = os.path.join(base, f"salesmgr-locks-{os.getuid() if hasattr(os, 'getuid') else 0}")
-    os.makedirs(folder, mode=0o700, exist_ok=True)
+    """Where the lock of a pipeline file lives: in `lock_folder`, named after its real path."""
     digest = hashlib.sha256(real_path.encode("utf-8", "surrogateescape")).hexdigest()[:32]
-    return os.path.join(folder, f"{digest}.lock")
+    return os.path.join(lock_folder(), f"{digest}.lock")
 
 
 _held: dict[tuple[str, int], int] = {}
@@ -204,11 +239,13 @@ def lock_file(path: str | os.PathLike[str], wait: float | None = None) -> Iterat
     if fcntl is None:
         yield
         return
+    lock = lock_path_of(key[0])
     try:
-        fd = os.open(lock_path_of(key[0]), os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError:
-        yield  # no place for locks at all: saves are still atomic
-        return
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as problem:
+        raise PipelineFileError(
+            path, f"cannot take its lock {lock} ({problem.strerror or problem})"
+        ) from None
     try:
         deadline = time.monotonic() + (LOCK_WAIT if wait is None else wait)
         while True:
