@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from salesmgr.errors import ConfigError
+from salesmgr.sync.wire import auth
 
 CONFIG_NAME = "salesmgr.toml"
 SECRET_ENV = "SALESMGR_SECRET"
@@ -101,13 +102,14 @@ def _text(path: Path, table: dict[str, Any], key: str) -> str | None:
 
 
 def resolve_secret(given: str | None, config: SiteConfig | None = None) -> str:
-    """The pairing secret: ``--secret``, else the environment variable the config names."""
+    """The pairing secret: ``--secret``, else the environment variable the config names;
+    ConfigError when there is none, or when it is too weak (`auth.check_strength`)."""
     if given:
-        return given
+        return auth.check_strength(given)
     env = config.secret_env if config else SECRET_ENV
     found = os.environ.get(env)
     if found:
-        return found
+        return auth.check_strength(found)
     raise ConfigError(
         f"no pairing secret: give --secret or set {env} (both ends need the same secret)"
     )

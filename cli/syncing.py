@@ -26,6 +26,7 @@ from salesmgr.sync.mailbox import DesktopDrops
 from salesmgr.sync.results import SessionResult
 from salesmgr.sync.session import DesktopSession
 from salesmgr.sync.transports import live_transport, transport_for
+from salesmgr.sync.wire import auth
 
 
 def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -240,7 +241,17 @@ def sync(
     show_all(results, as_json)
 
 
-commands = [load, sync]
+@click.command("pair")
+def pair() -> None:
+    """Print a new, strong pairing secret for a desktop and its device.
+
+    Give the same secret to both ends: the device's --secret (or SALESMGR_SECRET), and the
+    desktop's SALESMGR_SECRET (or the variable its salesmgr.toml names).  Secrets weaker than
+    128 bits are refused by every command (docs/integrators.md, "Security model")."""
+    click.echo(auth.new_secret())
+
+
+commands = [load, sync, pair]
 
 
 @hookimpl(tryfirst=True)

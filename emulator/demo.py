@@ -11,7 +11,6 @@ emulator is stopped and the folder removed (unless ``--keep DIR``).
 from __future__ import annotations
 
 import random
-import secrets
 import shutil
 import signal
 import tempfile
@@ -32,6 +31,7 @@ from salesmgr.emulator.process import EmulatorProcess, emulator_command
 from salesmgr.errors import ConfigError, PluginError, SyncError
 from salesmgr.plugin.manager import get_registry
 from salesmgr.storage import editing_pipeline, save_pipeline
+from salesmgr.sync.wire import auth
 from salesmgr.testing.compare import user_data
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ class DemoDay:
         self.kept = kept
         self.desk = folder / DESKTOP
         self.device = folder / DEVICE
-        self.secret = secrets.token_urlsafe(18)
+        self.secret = auth.new_secret()
         self.emulator: EmulatorProcess | None = None
         self.mailbox: Path | None = None  # the folder of a store-and-forward device
         self.console = make_console() if output_mode(False) == "table" else None

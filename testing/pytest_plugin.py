@@ -21,7 +21,6 @@ plugin with ``pytest -p no:salesmgr``.
 
 from __future__ import annotations
 
-import secrets
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -172,6 +171,7 @@ class DeviceFactory:
     ) -> EmulatedDevice:
         from salesmgr.emulator.process import EmulatorProcess, emulator_command
         from salesmgr.plugin.manager import get_registry
+        from salesmgr.sync.wire import auth
 
         registry = get_registry()
         if transport not in registry.transports:
@@ -189,7 +189,7 @@ class DeviceFactory:
             if transport == "folder":
                 (home / "mirror").mkdir()
         path = Path(device_file) if device_file is not None else home / "device.smp"
-        secret = secret or secrets.token_urlsafe(18)
+        secret = secret or auth.new_secret()
         command = emulator_command(
             path, on, baud=baud, faults=faults, once=once, timeout=timeout, extra=args
         )

@@ -141,7 +141,7 @@ def test_the_transport_example_carries_a_real_sync(
     url = f"unix://{folder}/device.sock"
     desk, device = tmp_path / "desk.smp", tmp_path / "device.smp"
     storage.save(starting_pipeline(4, opportunities=8), desk)
-    secret = "a shared secret"
+    secret = "a-shared-secret-Xk93mPq2vL"
     listener = registry_with_example.transport("unix").listen(url, {"timeout": 10})
     emulator = DeviceEmulator(
         DeviceFile(device), secret, timeout=10, log=lambda _: None, complain=print

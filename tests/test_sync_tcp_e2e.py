@@ -19,9 +19,10 @@ from salesmgr import storage
 from salesmgr.emulator.process import EmulatorProcess, emulator_command
 from salesmgr.errors import ErrorCode
 from salesmgr.plugins.transport_tcp import LENGTH
+from salesmgr.sync.wire import auth
 from salesmgr.sync.wire.protocol import Challenge, Error, Hello, MessageType, build, parse
 
-SECRET = "evening-sync-secret"
+SECRET = "evening-sync-secret-Vq8Lm2Rx"
 
 
 class Emulator(EmulatorProcess):
@@ -157,6 +158,38 @@ def test_a_missing_secret_is_a_one_line_error(tmp_path: Path) -> None:
     assert "no pairing secret" in one_error_line(result)
 
 
+@pytest.mark.parametrize("weak", ["s3cret", "correct horse", "a" * 40, "Tr0ub4dor&3"])
+def test_a_weak_secret_is_refused_at_both_ends_before_anything_happens(
+    tmp_path: Path, weak: str
+) -> None:
+    """A weak secret can be guessed offline from one handshake, drop or seal: refused."""
+    desk = desktop_file(tmp_path)
+    before = desk.read_bytes()
+    for args, env in (
+        (("sync", desk, "--from", "tcp://127.0.0.1:9", "--secret", weak), None),
+        (("load", desk, "--to", "tcp://127.0.0.1:9"), {"SALESMGR_SECRET": weak}),
+        (("emulator", "serve", tmp_path / "device.pipe", "--on", "tcp://127.0.0.1:0",
+          "--secret", weak), None),
+    ):
+        result = salesmgr(*args, env=env)
+        assert result.exit_code == 2
+        assert "the pairing secret is too weak" in one_error_line(result)
+        assert "salesmgr pair" in one_error_line(result)
+    assert desk.read_bytes() == before and not (tmp_path / "device.pipe").exists()
+
+
+def test_pair_prints_a_strong_secret_both_ends_accept(
+    tmp_path: Path, emulators: list[Emulator]
+) -> None:
+    first, second = salesmgr("pair").stdout.strip(), salesmgr("pair").stdout.strip()
+    assert first != second and len(first) >= 43 and "\n" not in first
+    assert auth.strength_bits(first) >= auth.MIN_STRENGTH_BITS
+    desk = desktop_file(tmp_path)
+    emulators.append(emulator := Emulator(tmp_path, tmp_path / "device.pipe", secret=first))
+    loaded = salesmgr("load", desk, "--to", emulator.url, env={"SALESMGR_SECRET": first})
+    assert loaded.exit_code == 0, loaded.output
+
+
 def test_no_device_listening_is_a_one_line_error(tmp_path: Path) -> None:
     desk = desktop_file(tmp_path)
     with socket.socket() as probe:
@@ -179,7 +212,8 @@ def test_a_wrong_secret_changes_nothing_on_either_side(
     assert salesmgr("load", desk, "--to", emulator.url, "--secret", SECRET).exit_code == 0
     assert salesmgr("add", device, "--company", "Road", "--title", "x").exit_code == 0
     before = (desk.read_bytes(), device.read_bytes())
-    result = salesmgr("sync", desk, "--from", emulator.url, "--secret", "a guess")
+    wrong = "a-wrong-guess-of-the-secret-Tz91"
+    result = salesmgr("sync", desk, "--from", emulator.url, "--secret", wrong)
     assert result.exit_code == 7
     assert "authentication failed" in one_error_line(result)
     emulator.wait_for_output("authentication failed")

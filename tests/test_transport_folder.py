@@ -39,7 +39,7 @@ from salesmgr.sync.wire import auth, drops
 from salesmgr.sync.wire.drops import Answer, DropKind, Load, Offer
 from salesmgr.testing.compare import user_data
 
-SECRET = "mirrored-folder-secret"
+SECRET = "mirrored-folder-secret-Hw3kP7"
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 
 
@@ -242,7 +242,8 @@ def test_the_emulator_refuses_a_drop_sealed_with_another_secret(
     box = tmp_path / "Mirror"
     box.mkdir()
     device = tmp_path / "device.pipe"
-    assert salesmgr("load", desk, "--to", url_of(box), "--secret", "not ours").exit_code == 0
+    not_ours = "not-ours-but-strong-Qm72xLp9"
+    assert salesmgr("load", desk, "--to", url_of(box), "--secret", not_ours).exit_code == 0
     before = snapshot(box)
     emulator = Emulator(tmp_path, device, box, "--once")
     assert emulator.process.wait(20) == 7
@@ -770,7 +771,8 @@ def test_a_desktop_with_the_wrong_secret_changes_nothing(loaded: Site) -> None:
     edit(loaded.device, lambda p, opp: p.add(opp, {"company": "Road", "title": "x"}))
     loaded.look()
     before = (loaded.desk.read_bytes(), loaded.device.read_bytes(), snapshot(loaded.box))
-    result = salesmgr("sync", loaded.desk, "--from", url_of(loaded.box), "--secret", "a guess")
+    wrong = "a-wrong-guess-of-the-secret-Tz91"
+    result = salesmgr("sync", loaded.desk, "--from", url_of(loaded.box), "--secret", wrong)
     assert result.exit_code == 7
     assert (
         "failed its authentication check: sealed with another pairing secret, or altered; "
