@@ -23,13 +23,14 @@ from itertools import accumulate, compress, repeat
 from operator import mul, sub
 from typing import Any
 
-from salesmgr.model.pipeline import Dot, Record
+from salesmgr.model.pipeline import MAX_CLOCK_MS, MIN_CLOCK_MS, Dot, Record
 
 ABSENT = 0xFFFFFFFF  # column length meaning "this record has no value for this field"
 DELETED_FLAG = 0x01  # the only record flag of version 1; the other bits must be 0
 DOT = struct.Struct("<IQq")  # replica index, counter, wall clock in ms
 OVERRIDE = struct.Struct("<IIQq")  # record index, then a DOT
 U32 = "I" if array("I").itemsize == 4 else "L"
+I32 = "i" if array("i").itemsize == 4 else "l"
 BIG_ENDIAN_HOST = sys.byteorder == "big"
 DOT_WORDS = DOT.size // 4  # a dot is 5 u32 words; its replica index is the first
 OVERRIDE_WORDS = OVERRIDE.size // 4  # an override is 6 u32 words; its replica index the second
@@ -66,6 +67,31 @@ def u32_array(raw: bytes | bytearray) -> array[int]:
     if BIG_ENDIAN_HOST:
         numbers.byteswap()
     return numbers
+
+
+def check_clock(at: int, where: str) -> None:
+    """A dot's clock must be a date a calendar can show (`MIN_CLOCK_MS`..`MAX_CLOCK_MS`)."""
+    if not MIN_CLOCK_MS <= at <= MAX_CLOCK_MS:
+        raise CorruptSection(
+            f"a write in {where} is stamped {at} ms, outside the years 1 to 9999 a clock may say"
+        )
+
+
+def check_clocks(dots: bytes, where: str) -> None:
+    """`check_clock` for every dot in ``dots``, on the high words first: a clock whose high 32
+    bits lie strictly between those of the two limits is in range, so a whole section costs one
+    pass in C, and only one with a clock near a limit is checked dot by dot."""
+    if not dots:
+        return
+    words = array(I32)
+    words.frombytes(dots)
+    if BIG_ENDIAN_HOST:
+        words.byteswap()
+    high = words[4::DOT_WORDS]  # a dot's words: replica, counter (2), clock (low, high)
+    if MIN_CLOCK_MS >> 32 < min(high) and max(high) < MAX_CLOCK_MS >> 32:
+        return
+    for _, _, at in DOT.iter_unpack(dots):
+        check_clock(at, where)
 
 
 def u32_bytes(numbers: array[int]) -> bytes:
@@ -189,6 +215,7 @@ class SectionTable:
             raise CorruptSection(f"record flags this version does not have in {where}")
         if self.count and max(u32_array(self.dots)[0::DOT_WORDS]) >= len(replicas):
             raise CorruptSection(f"a replica index in {where} is out of range")
+        check_clocks(self.dots, where)
         self.columns = [ColumnTable(c, self.count, where) for c in section.columns]
         names = [c.name for c in self.columns]
         if len(set(names)) != len(names):
@@ -224,6 +251,7 @@ class SectionTable:
                 if found is None:
                     if r >= len(replicas):
                         raise CorruptSection(f"a replica index in {where} is out of range")
+                    check_clock(at, where)
                     found = shared[(r, c, at)] = Dot(c, replicas[r], at)
                 edited[name] = found
         return edits

@@ -35,7 +35,15 @@ def resolve_conflict(
     log = registry.conflict_log
     conflict = pipeline.find(conflict_id, log.name)
     values = conflict.values
-    target_id, name = values["record_id"], values["field"]
+    target_id, name = values.get("record_id"), values.get("field")
+    if not target_id or not name:
+        # A conflict record arrives like any record (a sync, a file from elsewhere): it may lack
+        # what resolving needs.
+        missing = "record_id" if not target_id else "field"
+        raise ValidationError(
+            f"conflict {conflict.id[:8]} names no {missing}: it cannot be resolved "
+            "(edit the record it is about instead)"
+        )
     target = pipeline.records.get(target_id)
     if target is None:
         raise UnknownRecordError(

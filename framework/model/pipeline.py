@@ -24,6 +24,11 @@ DELETED = "_deleted"  # pseudo-field whose dot says when a record was deleted or
 # edits can be merged line by line against their common ancestor.
 BASE_PREFIX = "~"
 LOCALE_KEY = "locale"  # the header entry (`Pipeline.extra`) holding the pipeline's locale
+# The wall clocks a dot may carry: what a calendar shows, 0001-01-01 to 9999-12-31 (UTC), in
+# milliseconds since the Unix epoch.  The file format has room for any signed 64-bit number; a
+# reader refuses a clock outside this range (docs/file-format.md), so every dot can be shown.
+MIN_CLOCK_MS = -62_135_596_800_000
+MAX_CLOCK_MS = 253_402_300_799_999
 
 
 def user_values(values: Mapping[str, str]) -> dict[str, str]:
@@ -39,6 +44,10 @@ class Dot(NamedTuple):
     at: int = 0  # milliseconds since the epoch on the writer's clock; never trusted for order
 
     def when(self) -> str:
+        """The clock as ISO 8601 (UTC); one out of `MIN_CLOCK_MS`..`MAX_CLOCK_MS`, which no file
+        read can hold, is shown as its number rather than crashing a listing."""
+        if not MIN_CLOCK_MS <= self.at <= MAX_CLOCK_MS:
+            return f"{self.at} ms (out of the calendar)"
         return datetime.fromtimestamp(self.at / 1000, UTC).isoformat(timespec="seconds")
 
 
