@@ -12,7 +12,7 @@ from strategies import opportunity_inputs, pipelines, sample_pipeline, sealed, u
 
 from salesmgr import storage
 from salesmgr.errors import ValidationError
-from salesmgr.model.pipeline import DELETED, Dot, Pipeline, Record
+from salesmgr.model.pipeline import DELETED, MAX_CLOCK_MS, MIN_CLOCK_MS, Dot, Pipeline, Record
 from salesmgr.plugin.manager import get_registry
 from salesmgr.plugins import pipeline_codec as v1
 from salesmgr.plugins.pipeline_codec import Body, PipelineCodecV1
@@ -118,12 +118,12 @@ def test_odd_unicode_survives() -> None:
 
 
 def test_maximal_lengths_counters_and_clocks() -> None:
-    """Every built-in text field at its length limit in 4-byte characters, and every 64-bit
-    version field at both of its limits."""
+    """Every built-in text field at its length limit in 4-byte characters, every counter at both
+    of its 64-bit limits, and every clock at both ends of the calendar."""
     registry = get_registry()
     pipeline = Pipeline.create("max", "o", "EUR")
-    top = Dot(2**64 - 1, pipeline.replica_id, 2**63 - 1)
-    bottom = Dot(0, pipeline.replica_id, -(2**63))
+    top = Dot(2**64 - 1, pipeline.replica_id, MAX_CLOCK_MS)
+    bottom = Dot(0, pipeline.replica_id, MIN_CLOCK_MS)
     for name, record_id in [("opportunity", "f" * 8 + "-ffff" * 3 + "-" + "f" * 12),
                             ("activity", "0" * 8 + "-0000" * 3 + "-" + "0" * 12)]:
         rtype = registry.record_type(name)
