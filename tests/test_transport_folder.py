@@ -1062,3 +1062,32 @@ def test_compiled_and_uncompiled_drop_parsers_agree(loaded: Site) -> None:
         assert drops.COMPILED[kind].parse(body) == drops.DROPS[kind].BODY.parse(body)
         drop = drops.unseal(data, SECRET.encode(), name)
         assert isinstance(drop, (Answer, Offer, Load)) and drop.entry == name
+
+
+def test_a_drop_that_lands_while_the_device_looks_is_taken_at_its_next_look(site: Site) -> None:
+    """The device lists the folder, then works; a load left meanwhile must neither be skipped
+    by the next look (it was never seen) nor be covered by an offer that says it was."""
+    site.look()  # a new device offers that it holds nothing
+    mailbox = site.mailbox
+    listings = 0
+    real_entries = mailbox.entries
+
+    def entries() -> dict[str, object]:
+        nonlocal listings
+        listings += 1
+        if listings == 2:  # right after the look's own listing, the desktop leaves its load
+            site.load()
+        return real_entries()
+
+    mailbox.entries = entries  # type: ignore[method-assign]
+    device = DeviceDrops(mailbox, SECRET, DeviceFile(site.device), settle=0.0,
+                         stamp=lambda: site.device.exists() and site.device.stat().st_mtime_ns)
+    offers = snapshot(site.box)
+    offers = {name: data for name, data in offers.items() if name.startswith("offer-")}
+    first = device.step()
+    assert not any(e.kind == "loaded" for e in first)
+    now = {n: d for n, d in snapshot(site.box).items() if n.startswith("offer-")}
+    assert now == offers  # no offer claims the device saw the load
+    second = device.step()
+    assert [e.kind for e in second] == ["loaded", "offered"]
+    assert content(site.device) == content(site.desk)

@@ -732,11 +732,14 @@ class DeviceDrops:
                 f"{drop.desktop_replica[:8]}, the device holds {live_count(pipeline)}",
                 final=True,
             ))
-        offered = self.offer(pipeline, offers, current, request, committed)
-        if offered is not None:
-            events.append(offered)
-        if request is not None:
-            self.mailbox.remove(request.entry)
+        # A drop that came while this look was under way is taken at the next one; an offer
+        # written now would wrongly say this device has seen it.
+        if not arrived_since(entries, self.mailbox.entries()):
+            offered = self.offer(pipeline, offers, current, request, committed)
+            if offered is not None:
+                events.append(offered)
+            if request is not None:
+                self.mailbox.remove(request.entry)
         self.last = None
         if not look.arriving and self.stamp is not None:
             after = self.mailbox.entries()
@@ -858,6 +861,17 @@ class DeviceDrops:
             dict(pipeline.knowledge), dict(agreement) if agreement is not None else None,
             covered, records, reply_to=reply_to,
         )
+
+
+def arrived_since(before: dict[str, object], after: dict[str, object]) -> bool:
+    """True when a drop for the device (an answer or a load) appeared or changed between the
+    listings ``before`` and ``after``."""
+    for name, token in after.items():
+        if before.get(name) != token:
+            claimed = drops.parse_name(name)
+            if claimed is not None and claimed[0] in (DropKind.ANSWER, DropKind.LOAD):
+                return True
+    return False
 
 
 def same_state(held: Drop, fresh: Offer) -> bool:
