@@ -1,6 +1,6 @@
 """The emulator in a subprocess, started and stopped the way a user or a test harness would.
 
-``python -m salesmgr.emulator serve ...`` runs in a child process with its output going to files
+``python -P -m salesmgr.emulator serve ...`` runs in a child process with its output going to files
 (a pipe nobody reads could fill up and block it); the first line it prints, ``listening on URL``,
 is read back with a deadline.  `stop` sends SIGTERM — the emulator finishes cleanly and its file
 stays whole — and kills it only if it does not stop in time.  Used by ``salesmgr demo`` and by the
@@ -35,7 +35,11 @@ def emulator_command(
     extra: Iterable[str] = (),
 ) -> list[str]:
     """The command line of ``salesmgr emulator serve`` run by this Python."""
-    command = [sys.executable, "-m", "salesmgr.emulator", "serve", str(device_file), "--on", on]
+    # -P: the child's import path starts with salesmgr's own, never with the current folder
+    # (``python -m`` would put it first, and a planted pluggy.py there would run).
+    command = [
+        sys.executable, "-P", "-m", "salesmgr.emulator", "serve", str(device_file), "--on", on
+    ]
     if baud is not None:
         command += ["--baud", str(baud)]
     for fault in faults:

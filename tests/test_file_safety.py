@@ -13,6 +13,7 @@ import pytest
 from helpers import content, desktop_file, one_error_line, salesmgr
 
 from salesmgr import storage
+from salesmgr.emulator.process import EmulatorProcess, emulator_command
 
 
 @pytest.fixture
@@ -79,3 +80,24 @@ def test_an_edit_through_a_symbolic_link_changes_the_file_it_names(tmp_path: Pat
     assert backup.is_file() and not backup.is_symlink()
     assert content(backup)[deal][2].get("stage") != "Won"
     assert not (tmp_path / "shortcut.pipe.bak").exists()
+
+
+def test_the_emulator_child_never_imports_from_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """salesmgr demo and the pytest plugin start the emulator with this Python: a module planted
+    in the folder the user runs them from must not be imported in its place."""
+    planted = tmp_path / "downloads"
+    planted.mkdir()
+    marker = tmp_path / "planted-code-ran"
+    (planted / "pluggy.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.chdir(planted)
+    emulator = EmulatorProcess(
+        emulator_command(tmp_path / "device.pipe", "tcp://127.0.0.1:0"), tmp_path,
+        secret="child-isolation-test-secret-Pq4m",
+    )
+    try:
+        assert emulator.url.startswith("tcp://127.0.0.1:")
+    finally:
+        emulator.stop()
+    assert not marker.exists()
