@@ -195,6 +195,18 @@ class DropReader:
     def check_drop(self, entry: str, kind: DropKind, drop_id: str) -> Found | str | None:
         where = self.where(entry)
         try:
+            # The envelope first: a file that cannot be a drop (a huge one, a sparse one) is
+            # refused before the rest of it is read.
+            head = self.mailbox.read(entry, drops.ENVELOPE_SIZE)
+            if head is None:
+                return None  # taken away meanwhile
+        except SyncError as problem:
+            return str(problem)
+        try:
+            drops.check_envelope(head.data, head.size, where)
+        except DropError as problem:
+            return "arriving" if head.age < self.settle else str(problem)
+        try:
             mail = self.mailbox.read(entry, drops.MAX_DROP)
         except SyncError as problem:
             return str(problem)
@@ -222,8 +234,23 @@ class DropReader:
         where = self.where(entry)
         try:
             head = self.mailbox.read(entry, 64)
-            if head is None or not any(c.sniff(head.data) for c in self.registry.codecs):
+            codec = None if head is None else next(
+                (c for c in self.registry.codecs if c.sniff(head.data)), None
+            )
+            if head is None or codec is None:
                 self.cache[entry] = (token, None)
+                return
+            # A size that is not the one its envelope declares (a sparse or padded file) is
+            # refused before the rest is read: only a whole file costs its size in memory.
+            declared = codec.expected_size(head.data)
+            if declared is not None and declared != head.size:
+                if declared > head.size and head.age < self.settle:
+                    look.arriving.append(entry)
+                else:
+                    look.problems[entry] = (
+                        f"{where}: {head.size} bytes, but its envelope declares {declared}; "
+                        "not read"
+                    )
                 return
             mail = self.mailbox.read(entry, storage.MAX_FILE)
         except SyncError as problem:
@@ -644,7 +671,7 @@ class DesktopDrops:
 class DeviceEvent:
     """Something the device did at one look into the mailbox."""
 
-    kind: str  # offered, committed, loaded, refused, damaged, stale, resend
+    kind: str  # offered, committed, loaded, refused, damaged, stale, resend, deferred
     text: str
     code: int = 0  # non-zero: a failure, with this exit code
     final: bool = False  # ends a round: what ``emulator serve --once`` waits for
@@ -732,10 +759,8 @@ class DeviceDrops:
                 f"{drop.desktop_replica[:8]}, the device holds {live_count(pipeline)}",
                 final=True,
             ))
-        # A drop that came while this look was under way is taken at the next one; an offer
-        # written now would wrongly say this device has seen it.
-        if not arrived_since(entries, self.mailbox.entries()):
-            offered = self.offer(pipeline, offers, current, request, committed)
+        offered = self.offer(pipeline, offers, current, request, committed, seen=entries)
+        if offered is None or offered.kind != "deferred":
             if offered is not None:
                 events.append(offered)
             if request is not None:
@@ -805,8 +830,13 @@ class DeviceDrops:
         current: Found | None,
         request: Found | None,
         committed: bool,
+        seen: dict[str, object] | None = None,
     ) -> DeviceEvent | None:
-        """Make sure the mailbox holds one offer, and that it describes the device as it is."""
+        """Make sure the mailbox holds one offer, and that it describes the device as it is.
+
+        With ``seen`` (the listing this look worked from), no offer is written when a drop for
+        the device came after it — a "deferred" event instead: the next look takes that drop
+        first, and an offer written now would say the device had seen it."""
         since: dict[str, int] | None = None
         reply_to: str | None = None
         if request is not None:
@@ -823,7 +853,10 @@ class DeviceDrops:
                 if older is not current:
                     self.mailbox.remove(older.entry)
             return None
-        self.leave(fresh.entry, drops.seal(fresh, self.secret, self.registry))
+        sealed = drops.seal(fresh, self.secret, self.registry)
+        if seen is not None and arrived_since(seen, self.mailbox.entries()):
+            return DeviceEvent("deferred", "a drop came meanwhile: offering after taking it")
+        self.leave(fresh.entry, sealed)
         for older in offers:
             self.mailbox.remove(older.entry)
         what = "everything it holds" if not fresh.since else "its changes since the last sync"
