@@ -159,13 +159,16 @@ class PipelineCodecV1(Codec):
 
     # -- reading ----------------------------------------------------------------------------
     def decode(self, data: bytes, source: str) -> Pipeline:
-        body = self.open_envelope(data, source)
-        stream = io.BytesIO(body)
+        size = self.open_envelope(data, source)
+        # The body is parsed in place: a BytesIO over the file's bytes shares them (a slice
+        # would copy the whole body first, doubling the memory a large file needs).
+        stream = io.BytesIO(data)
+        stream.seek(ENVELOPE_SIZE)
         try:
             parsed = self.parser.parse_stream(stream)
         except (cs.ConstructError, struct.error, OverflowError, UnicodeDecodeError) as problem:
             bad_text = isinstance(problem, UnicodeDecodeError | cs.StringError)
-            if bad_text and stream.tell() < len(body):
+            if bad_text and stream.tell() < len(data):
                 reason = "text that is not valid UTF-8"
             else:
                 # A verified body runs short only where a declared count or length exceeds
@@ -174,16 +177,24 @@ class PipelineCodecV1(Codec):
             raise PipelineFileError(source, f"corrupt pipeline file: {reason}") from None
         try:
             check_sizes(parsed)
-            if stream.tell() != len(body):
-                raise CorruptBody(f"{len(body) - stream.tell()} unexplained bytes after the body")
+            if stream.tell() != ENVELOPE_SIZE + size:
+                raise CorruptBody(
+                    f"{ENVELOPE_SIZE + size - stream.tell()} unexplained bytes after the body"
+                )
             with cyclic_gc_paused():
                 return self.to_pipeline(parsed)
         except CorruptBody as corrupt:
             raise PipelineFileError(source, f"corrupt pipeline file: {corrupt}") from None
 
+    def expected_size(self, head: bytes) -> int | None:
+        if len(head) < ENVELOPE_SIZE or head[: len(MAGIC)] != MAGIC:
+            return None
+        return ENVELOPE_SIZE + int(Envelope.parse(head[:ENVELOPE_SIZE]).body_length)
+
     @staticmethod
-    def open_envelope(data: bytes, source: str) -> bytes:
-        """The body, once magic, version, length and CRC are right; else PipelineFileError."""
+    def open_envelope(data: bytes, source: str) -> int:
+        """The body's length, once magic, version, length and CRC are right; else
+        PipelineFileError."""
         if not data:
             raise PipelineFileError(source, "is empty, not a pipeline file")
         if data[: len(MAGIC)] != MAGIC[: len(data)]:
@@ -210,14 +221,14 @@ class PipelineCodecV1(Codec):
             raise PipelineFileError(
                 source, f"{present - env.body_length} unexpected bytes after the end"
             )
-        body = data[ENVELOPE_SIZE:]
+        body = memoryview(data)[ENVELOPE_SIZE:]  # not a copy
         if zlib.crc32(body, zlib.crc32(data[:CRC_COVERS])) != env.crc32:
             raise PipelineFileError(source, "checksum mismatch: the file is damaged")
         if env.flags:
             raise PipelineFileError(
                 source, f"uses envelope flags {env.flags:#06x} that format {MAJOR}.x does not have"
             )
-        return body
+        return int(env.body_length)
 
     def to_pipeline(self, parsed: Any) -> Pipeline:
         replicas = uuid_texts(parsed.replicas)

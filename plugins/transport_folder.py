@@ -122,19 +122,23 @@ class FolderMailbox:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise SyncError(f"{where}: not a regular file; refused")
-            chunks: list[bytes] = []
+            # One read of the size asked for fills one buffer, so a large entry costs its size in
+            # memory once, not twice (pieces, then their join); pieces only if it comes short
+            # (the system reads at most about 2 GiB at a time).
             wanted = min(info.st_size, limit)
-            while wanted > 0:
-                chunk = os.read(fd, min(wanted, 1 << 20))
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                wanted -= len(chunk)
+            data = os.read(fd, wanted) if wanted else b""
+            if 0 < len(data) < wanted:
+                pieces = [data]
+                left = wanted - len(data)
+                while left > 0 and (piece := os.read(fd, min(left, 1 << 30))):
+                    pieces.append(piece)
+                    left -= len(piece)
+                data = b"".join(pieces)
         except OSError as problem:
             raise SyncError(f"{where}: cannot read ({problem.strerror or problem})") from None
         finally:
             os.close(fd)
-        return Mail(b"".join(chunks), info.st_size, max(0.0, time.time() - info.st_mtime))
+        return Mail(data, info.st_size, max(0.0, time.time() - info.st_mtime))
 
     def write(self, name: str, data: bytes) -> None:
         path = self.path_of(name)

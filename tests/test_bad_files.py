@@ -116,7 +116,7 @@ class SpyParser:
         self.bodies: list[bytes] = []
 
     def parse_stream(self, stream: Any) -> Any:
-        self.bodies.append(stream.getvalue())
+        self.bodies.append(stream.getvalue()[stream.tell() :])  # from where it starts parsing
         return v1.CompiledBody.parse_stream(stream)
 
 

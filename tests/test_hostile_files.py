@@ -3,14 +3,26 @@ without what resolving it needs.  Each gets a one-line error, never a traceback.
 
 from __future__ import annotations
 
+import os
+import time
+import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from helpers import desktop_file, one_error_line, salesmgr
 
 from salesmgr import storage
+from salesmgr.errors import SalesmgrError
 from salesmgr.model.pipeline import MAX_CLOCK_MS, MIN_CLOCK_MS, Dot
 from salesmgr.plugin.manager import get_registry
+from salesmgr.plugins.transport_folder import FolderMailbox
+from salesmgr.sync.mailbox import DesktopDrops, DeviceDrops
+from salesmgr.sync.session import DeviceFile
+from salesmgr.sync.wire import auth, drops
+from salesmgr.sync.wire.drops import DropKind
+
+SECRET = "hostile-files-test-secret-Vb62nQe"
 
 
 def stamped(path: Path, at: int, *, override: bool) -> str:
@@ -71,3 +83,55 @@ def test_resolving_a_conflict_record_without_its_target_is_a_one_line_error(
     assert result.exit_code == 2
     assert f"names no {missing}: it cannot be resolved" in one_error_line(result)
     assert path.read_bytes() == before
+
+
+# --- huge files: sizes are checked before anything large is read -------------------------------
+
+BIG = 256 << 20  # a sparse file: it costs no disk, and reading it whole would cost this much memory
+
+
+def sparse(path: Path, head: bytes, size: int = BIG) -> None:
+    path.write_bytes(head)
+    os.truncate(path, size)
+    past = time.time() - 60  # not still being copied in
+    os.utime(path, (past, past))
+
+
+def peak_memory_of(action: Callable[[], object]) -> int:
+    tracemalloc.start()
+    try:
+        action()
+    except SalesmgrError:
+        pass
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak
+
+
+@pytest.mark.parametrize("case", ["zeros", "drop-envelope", "pipeline-envelope"])
+def test_a_huge_entry_in_the_folder_is_refused_before_it_is_read(tmp_path: Path, case: str) -> None:
+    desk = desktop_file(tmp_path)
+    box = tmp_path / "Mirror"
+    box.mkdir()
+    name = f"offer-{'ab' * 16}.smdrop"
+    if case == "zeros":
+        sparse(box / name, b"")
+    elif case == "drop-envelope":  # a real drop's envelope in front of a gigantic tail
+        offer = drops.Offer(drops.new_drop_id(), 1, None, drops.new_drop_id(), None, "", 0, {},
+                            None, {}, [], blank=True)
+        sparse(box / drops.drop_name(DropKind.OFFER, offer.drop_id),
+               drops.seal(offer, auth.secret_bytes(SECRET)))
+    else:  # a real pipeline file's envelope, the body grown far past what it declares
+        sparse(box / "handheld.pipe", desk.read_bytes())
+    before = desk.read_bytes()
+    desktop = DesktopDrops(FolderMailbox(str(box)), SECRET, timeout=2.0, settle=0.0)
+    started = time.monotonic()
+    peak = peak_memory_of(
+        lambda: desktop.sync(storage.load(desk), save=lambda p: storage.save(p, desk))
+    )
+    assert peak < 16 << 20, f"{peak} bytes of memory for a {BIG}-byte entry"
+    assert time.monotonic() - started < 5
+    assert desk.read_bytes() == before
+    device = DeviceDrops(FolderMailbox(str(box)), SECRET, DeviceFile(tmp_path / "device.pipe"),
+                         settle=0.0)
+    assert peak_memory_of(device.step) < 16 << 20

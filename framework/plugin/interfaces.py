@@ -31,6 +31,12 @@ class Codec:
         """The pipeline in ``data``; raises PipelineFileError naming ``source`` if it is bad."""
         raise NotImplementedError
 
+    def expected_size(self, head: bytes) -> int | None:
+        """The whole file's size as its first bytes (at least 64, when the file has them)
+        declare it, or None when they do not say: lets a reader refuse a file whose size is a
+        lie before reading all of it."""
+        return None
+
     def encode(self, pipeline: Pipeline) -> bytes:
         raise NotImplementedError
 

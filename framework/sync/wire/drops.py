@@ -473,17 +473,14 @@ def seal(drop: Drop, secret: bytes, registry: Registry | None = None) -> bytes:
     return header + body + hmac.new(drop_key(secret, nonce), header + body, sha256).digest()
 
 
-def unseal(
-    data: bytes, secret: bytes, source: str, registry: Registry | None = None
-) -> Drop:
-    """The drop in ``data``, checked envelope first (see the module docstring for the order).
-
-    Raises IncompleteDrop, DamagedDrop or ForeignDrop naming ``source`` and the problem."""
-    if len(data) < ENVELOPE_SIZE:
-        if MAGIC.startswith(data[: len(MAGIC)]):
-            raise IncompleteDrop(f"{source}: truncated ({len(data)} bytes, not even an envelope)")
+def check_envelope(head: bytes, size: int, source: str) -> None:
+    """Check a drop's envelope (its first `ENVELOPE_SIZE` bytes) against the drop's whole
+    ``size``, so that a file that cannot be a drop is refused before the rest of it is read."""
+    if len(head) < ENVELOPE_SIZE:
+        if MAGIC.startswith(head[: len(MAGIC)]):
+            raise IncompleteDrop(f"{source}: truncated ({size} bytes, not even an envelope)")
         raise DamagedDrop(f"{source}: not a salesmgr drop")
-    magic, version, kind_code, flags, nonce, length, crc = HEADER.unpack_from(data)
+    magic, _, _, flags, _, length, _ = HEADER.unpack_from(head)
     if magic != MAGIC:
         raise DamagedDrop(f"{source}: not a salesmgr drop")
     if flags:
@@ -491,11 +488,21 @@ def unseal(
     if length > MAX_BODY:
         raise DamagedDrop(f"{source}: declared body length {length} is impossible")
     expected = ENVELOPE_SIZE + length + TAG_SIZE
-    if len(data) < expected:
-        raise IncompleteDrop(f"{source}: truncated ({len(data)} of {expected} bytes)")
-    if len(data) > expected:
-        raise DamagedDrop(f"{source}: {len(data) - expected} bytes after the end of the drop")
-    body = data[ENVELOPE_SIZE : ENVELOPE_SIZE + length]
+    if size < expected:
+        raise IncompleteDrop(f"{source}: truncated ({size} of {expected} bytes)")
+    if size > expected:
+        raise DamagedDrop(f"{source}: {size - expected} bytes after the end of the drop")
+
+
+def unseal(
+    data: bytes, secret: bytes, source: str, registry: Registry | None = None
+) -> Drop:
+    """The drop in ``data``, checked envelope first (see the module docstring for the order).
+
+    Raises IncompleteDrop, DamagedDrop or ForeignDrop naming ``source`` and the problem."""
+    check_envelope(data[:ENVELOPE_SIZE], len(data), source)
+    magic, version, kind_code, flags, nonce, length, crc = HEADER.unpack_from(data)
+    body = memoryview(data)[ENVELOPE_SIZE : ENVELOPE_SIZE + length]  # not a copy
     if zlib.crc32(body) != crc:
         raise DamagedDrop(f"{source}: damaged (checksum mismatch)")
     tag = data[ENVELOPE_SIZE + length :]
