@@ -17,8 +17,8 @@ from salesmgr.errors import SalesmgrError
 from salesmgr.model.pipeline import MAX_CLOCK_MS, MIN_CLOCK_MS, Dot
 from salesmgr.plugin.manager import get_registry
 from salesmgr.plugins.transport_folder import FolderMailbox
+from salesmgr.sync.device_file import DeviceFile
 from salesmgr.sync.mailbox import DesktopDrops, DeviceDrops
-from salesmgr.sync.session import DeviceFile
 from salesmgr.sync.wire import auth, drops
 from salesmgr.sync.wire.drops import DropKind
 

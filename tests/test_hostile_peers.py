@@ -29,14 +29,11 @@ from salesmgr.model.pipeline import Pipeline
 from salesmgr.plugin.interfaces import Link, Listener
 from salesmgr.plugin.manager import get_registry
 from salesmgr.plugins.transport_folder import FolderMailbox
+from salesmgr.sync.channel import Channel
+from salesmgr.sync.device_file import DeviceFile
 from salesmgr.sync.mailbox import DesktopDrops, DeviceDrops
-from salesmgr.sync.session import (
-    Channel,
-    DesktopSession,
-    DeviceFile,
-    DeviceSession,
-    transport_for,
-)
+from salesmgr.sync.session import DesktopSession, DeviceSession
+from salesmgr.sync.transports import transport_for
 from salesmgr.sync.wire import auth, drops
 from salesmgr.sync.wire.protocol import (
     HEADER,

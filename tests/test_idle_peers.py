@@ -14,7 +14,8 @@ import pytest
 from helpers import content, desktop_file, salesmgr, self_signed_certificate
 
 from salesmgr.emulator.device import DeviceEmulator
-from salesmgr.sync.session import DeviceFile, transport_for
+from salesmgr.sync.device_file import DeviceFile
+from salesmgr.sync.transports import transport_for
 
 SECRET = "idle-peers-test-secret-Wm4pX9c"
 
