@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shlex
 import shutil
 import signal
@@ -39,7 +40,7 @@ from salesmgr.testing.compare import user_data
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 SCRIPT = Path(sys.executable).parent / "salesmgr"  # the installed console script
-SECRET = "readme-secret"
+SECRET = secrets.token_urlsafe(32)  # as strong as `salesmgr pair` prints
 MARKED = re.compile(r"<!-- README example: runs in (\S+) -->\n```sh\n(.*?)```", re.DOTALL)
 
 
@@ -74,9 +75,10 @@ def is_bench(line: str) -> bool:
 
 
 def story_lines() -> list[str]:
-    """The unmarked ``salesmgr`` lines of the shell blocks: run literally, in order."""
+    """The unmarked ``salesmgr`` and ``export`` lines of the shell blocks: run literally, in
+    order."""
     return [line for runner, line in shell_lines()
-            if runner is None and line.startswith("salesmgr ")]
+            if runner is None and line.startswith(("salesmgr ", "export "))]
 
 
 # --- the office the inline commands run in ------------------------------------------------------
@@ -275,16 +277,23 @@ def test_the_story_runs_line_by_line_in_a_new_folder(
     device: EmulatorProcess | None = None
     port = None
     outputs: dict[str, str] = {}
+    env: dict[str, str] = {}
     try:
         for line in lines:
+            if line.startswith("export "):  # export NAME=SECRET: the secret pair printed
+                name, _, value = words_of(line)[1].partition("=")
+                env[name] = outputs["pair"].strip() if value == "SECRET" else value
+                continue
             words = words_of(line.replace("PORT", str(port)) if port else line)
             if words[-1] == "&":  # the device, in the background
                 words = [w.strip("[]") for w in words[1:-1]]
-                device = EmulatorProcess([str(SCRIPT), *words], tmp_path, secret="s3cret")
+                device = EmulatorProcess(
+                    [str(SCRIPT), *words], tmp_path, secret=env["SALESMGR_SECRET"]
+                )
                 port = device.url.rsplit(":", 1)[1]
                 continue
             words = [w.strip("[]") for w in words[1:]]
-            outputs[words[0]] = script(*words, cwd=tmp_path)
+            outputs[words[0]] = script(*words, cwd=tmp_path, env=env)
             if words[0] == "load":  # "... a day of edits on both sides ..." (in process)
                 deal = json.loads(ok("list", "desk.smp", "--json"))[0]["id"]
                 ok("edit", "device.smp", deal, "--stage", "negotiation")
@@ -294,7 +303,7 @@ def test_the_story_runs_line_by_line_in_a_new_folder(
     finally:
         if device is not None:
             device.stop()
-    assert {"init", "add", "load", "sync", "conflicts", "merge"} <= set(outputs)
+    assert {"init", "add", "pair", "load", "sync", "conflicts", "merge"} <= set(outputs)
     assert "conflicts: 1" in outputs["sync"]
     assert user_data(storage.load(tmp_path / "desk.smp")) == user_data(
         storage.load(tmp_path / "device.smp"))

@@ -27,6 +27,7 @@ from salesmgr.merge.engine import merge_files
 from salesmgr.model.pipeline import Pipeline, new_id
 from salesmgr.plugin.manager import get_registry
 from salesmgr.plugins import store_sql
+from salesmgr.sync.wire import auth
 from salesmgr.testing.compare import user_data
 from salesmgr.testing.postgres import TemporaryPostgres
 
@@ -425,7 +426,9 @@ def test_the_setups_in_docs_team_md_work_as_written(
     if setup == "office setup":  # the salesperson's device already holds the pipeline
         ok("copy", tmp_path / "desk.smp", device)
         ok("edit", device, ids[0], "--stage", "Won")
-    url = serve_device(device, tmp_path, emulators, "s3cret")
+    secret = auth.new_secret()  # what `salesmgr pair` prints, in SALESMGR_SECRET at both ends
+    monkeypatch.setenv("SALESMGR_SECRET", secret)
+    url = serve_device(device, tmp_path, emulators, secret)
     where = {"tcp://127.0.0.1:PORT": url, "tcp://ana-phone:7070": url,
              "postgresql://db.example.com/sales": postgres_uri}
 
