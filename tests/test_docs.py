@@ -30,6 +30,7 @@ from salesmgr.emulator.device import DeviceEmulator
 from salesmgr.plugin import hookspecs
 from salesmgr.plugin.manager import Registry, make_plugin_manager, use_registry
 from salesmgr.sync.device_file import DeviceFile
+from salesmgr.sync.wire import auth
 from salesmgr.testing.compare import user_data
 from salesmgr.testing.pytest_plugin import DeviceFactory
 
@@ -188,7 +189,8 @@ def test_the_emulated_device_fixture_runs_a_transport_registered_in_the_test(
     on_device = device.pipeline()
     assert on_device is not None and user_data(on_device) == user_data(storage.load(desk))
     # A desktop with another secret gets nothing, and the device says why on stderr.
-    refused = salesmgr("sync", desk, "--from", device.url, env={"SALESMGR_SECRET": "wrong"})
+    another = auth.new_secret()  # strong, so the desktop sends it and the device refuses it
+    refused = salesmgr("sync", desk, "--from", device.url, env={"SALESMGR_SECRET": another})
     assert refused.exit_code != 0
     assert "session failed" in device.expect("session failed")
     assert "session failed" not in device.stdout

@@ -148,6 +148,7 @@ def office(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Office]:
 
 # README's inline commands -> the command lines that run them here ({names} from the office).
 RUNS: dict[str, list[str]] = {
+    "salesmgr pair": ["pair"],
     "salesmgr init FILE": ["init {new}"],
     "salesmgr locale FILE [LOCALE]": ["locale {desk}", "locale {desk} en_US"],
     "salesmgr locale": ["locale {desk}"],
@@ -221,7 +222,7 @@ def test_every_readme_command_is_run() -> None:
     for runner, line in shell_lines():
         assert (
             line in QUICK_START or is_bench(line) or runner is not None
-            or line.startswith("salesmgr ")
+            or line.startswith(("salesmgr ", "export "))
         ), f"README shell line nobody runs: {line}"
         if runner is not None:
             assert MARKED.pattern and (ROOT / runner).is_file(), f"{runner} does not exist"

@@ -31,7 +31,7 @@ from salesmgr.sync.wire import auth
 from salesmgr.testing.compare import user_data
 from salesmgr.testing.postgres import TemporaryPostgres
 
-SECRET = "office-secret"
+SECRET = auth.new_secret()  # what `salesmgr pair` prints
 
 
 def ok(*args: object) -> str:
