@@ -76,10 +76,10 @@ class Relay:
 def tls_device(tmp_path: Path) -> Iterator[tuple[DeviceEmulator, str, Path]]:
     cert, key = self_signed_certificate(tmp_path)
     device_file = tmp_path / "device.pipe"
-    options = {"tls_cert": str(cert), "tls_key": str(key), "timeout": 5.0}
+    options = {"tls_cert": str(cert), "tls_key": str(key), "timeout": 20.0}
     listener = transport_for("tcps://x").listen("tcps://127.0.0.1:0", options)
     emulator = DeviceEmulator(
-        DeviceFile(device_file), SECRET, timeout=5.0, log=lambda _: None, complain=print
+        DeviceFile(device_file), SECRET, timeout=20.0, log=lambda _: None, complain=print
     )
     thread = threading.Thread(target=emulator.serve, args=(listener,), daemon=True)
     thread.start()
@@ -105,7 +105,7 @@ def test_a_relay_with_its_own_certificate_fails_the_handshake_and_reads_no_recor
     try:
         result = salesmgr(
             "sync", desk, "--from", f"tcps://127.0.0.1:{relay.port}", "--secret", SECRET,
-            "--timeout", "5",
+            "--timeout", "20",
         )
     finally:
         relay.close()
