@@ -110,7 +110,10 @@ def test_a_relay_with_its_own_certificate_fails_the_handshake_and_reads_no_recor
     finally:
         relay.close()
     assert result.exit_code == 7
-    assert "authentication failed" in one_error_line(result)
+    # The desktop either reads the device's refusal or sees the device hang up first (the
+    # device closes as soon as the proof fails); either way the relay learns nothing.
+    error = one_error_line(result)
+    assert "authentication failed" in error or "closed the connection" in error, error
     assert (desk.read_bytes(), device_file.read_bytes()) == before
     assert relay.seen and secret_company.encode() not in relay.seen
 
