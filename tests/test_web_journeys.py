@@ -255,6 +255,23 @@ def test_import_a_csv_after_a_preview(page: Any, tmp_path: Path, shots: Path) ->
     assert len(companies) == len(DEALS) + 3
 
 
+def test_a_search_typed_before_the_scripts_ran_is_still_searched(
+    page: Any, tmp_path: Path
+) -> None:
+    path, _ = sample_pipeline(tmp_path)
+    held: list[Any] = []
+    page.route("**/static/htmx.min.js", lambda route: held.append(route))  # htmx arrives only when we say so
+    with serving(path) as base:
+        page.goto(base + "/list", wait_until="commit")
+        page.get_by_label("Search").fill("müller")  # typed while htmx is still on its way
+        while not held:  # the request for htmx has reached the route
+            page.wait_for_timeout(20)
+        held[0].continue_()
+        page.locator(".summary", has_text="1–1 of 1").wait_for()
+        assert page.get_by_role("link", name="Müller GmbH").count() == 1
+        assert "q=m%C3%BCller" in page.url
+
+
 def test_sync_with_the_emulated_device_and_read_the_report(
     page: Any, tmp_path: Path, shots: Path, emulated_device: Any,
     monkeypatch: pytest.MonkeyPatch,

@@ -50,3 +50,14 @@ document.addEventListener("submit", (event) => {
   const question = event.target.dataset && event.target.dataset.confirm;
   if (question && !window.confirm(question)) event.preventDefault();
 });
+
+// Words typed into a search box before the scripts had run raised no event htmx could see,
+// and htmx takes the box's value when it starts as the one not to search for again; once
+// htmx is ready, such a box announces a change (as leaving it would), so an early typist's
+// search is not silently dropped.
+document.addEventListener("DOMContentLoaded", () => {
+  if (!window.htmx) return;
+  document.querySelectorAll("input[type=search]").forEach((box) => {
+    if (box.value !== box.defaultValue) box.dispatchEvent(new Event("change", { bubbles: true }));
+  });
+});
