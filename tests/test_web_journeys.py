@@ -260,7 +260,8 @@ def test_a_search_typed_before_the_scripts_ran_is_still_searched(
 ) -> None:
     path, _ = sample_pipeline(tmp_path)
     held: list[Any] = []
-    page.route("**/static/htmx.min.js", lambda route: held.append(route))  # htmx arrives only when we say so
+    # htmx arrives only when the test says so
+    page.route("**/static/htmx.min.js", lambda route: held.append(route))
     with serving(path) as base:
         page.goto(base + "/list", wait_until="commit")
         page.get_by_label("Search").fill("müller")  # typed while htmx is still on its way
