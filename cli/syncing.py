@@ -23,7 +23,7 @@ from salesmgr.plugin.manager import get_registry
 from salesmgr.storage import open_pipeline, save_pipeline
 from salesmgr.sync.channel import DEFAULT_TIMEOUT
 from salesmgr.sync.mailbox import DesktopDrops
-from salesmgr.sync.results import SessionResult
+from salesmgr.sync.results import SessionResult, refused_in
 from salesmgr.sync.session import DesktopSession
 from salesmgr.sync.transports import live_transport, transport_for
 from salesmgr.sync.wire import auth
@@ -209,6 +209,9 @@ def load(
         watch=lambda link, desktop: progress(link, file, desktop, as_json),
     )
     show(result, as_json)
+    refused = refused_in([result])
+    if refused is not None:
+        raise refused
 
 
 @click.command("sync")
@@ -239,6 +242,9 @@ def sync(
         watch=lambda link, desktop: progress(link, file, desktop, as_json),
     )
     show_all(results, as_json)
+    refused = refused_in(results)
+    if refused is not None:  # what was taken is saved; a script must still see the refusals
+        raise refused
 
 
 @click.command("pair")

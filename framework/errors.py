@@ -93,6 +93,13 @@ class SyncError(SalesmgrError):
     exit_code = 7
 
 
+class PartlySynced(SyncError):
+    """A folder sync or load did what it could, and saved it, but refused some entries of the
+    folder (over a cap, unsealed, damaged): not a full success, and not nothing done."""
+
+    exit_code = 8
+
+
 class AcceptTimeout(SyncError, TimeoutError):
     """No desktop came within the time given (a TimeoutError, as a socket's accept raises)."""
 

@@ -11,6 +11,7 @@ anything is written, so two copies never mint the same version (see docs/sync-mo
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 import socket
@@ -21,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from salesmgr.errors import PipelineFileError
 from salesmgr.model.pipeline import Pipeline
@@ -40,13 +42,24 @@ def home_of(path: str | os.PathLike[str]) -> str:
     return f"{socket.gethostname()}:{os.path.realpath(path)}"
 
 
-def read_bytes(path: str | os.PathLike[str]) -> bytes:
+def too_large(size: int) -> str | None:
+    """Why a pipeline file of ``size`` bytes is not read at all, or None."""
+    if size > MAX_FILE:
+        return f"is {size} bytes, too large for a pipeline file (at most {MAX_FILE})"
+    return None
+
+
+def read_file(path: str | os.PathLike[str], registry: Registry | None = None) -> Pipeline:
+    """The pipeline in the file at ``path``: its size is checked against `MAX_FILE` (and by
+    the codec against what its envelope declares) before it is read, and it is read in bounded
+    pieces (`Codec.read`), never whole."""
     try:
-        size = os.path.getsize(path)
-        if size > MAX_FILE:
-            raise PipelineFileError(path, f"is {size} bytes, too large for a pipeline file")
         with open(path, "rb") as handle:
-            return handle.read()
+            size = os.fstat(handle.fileno()).st_size
+            problem = too_large(size)
+            if problem:
+                raise PipelineFileError(path, problem)
+            return read_stream(handle, size, str(path), registry)
     except FileNotFoundError:
         raise PipelineFileError(path, "no such file") from None
     except IsADirectoryError:
@@ -57,14 +70,24 @@ def read_bytes(path: str | os.PathLike[str]) -> bytes:
         raise PipelineFileError(path, f"cannot read ({problem.strerror or problem})") from None
 
 
-def decode(data: bytes, source: str, registry: Registry | None = None) -> Pipeline:
-    registry = registry or get_registry()
-    for codec in registry.codecs:
-        if codec.sniff(data[:64]):
-            return codec.decode(data, source)
-    if not data:
+def read_stream(
+    stream: BinaryIO, size: int, source: str, registry: Registry | None = None
+) -> Pipeline:
+    """The pipeline in the ``size`` bytes of ``stream`` (at its start), by the codec its first
+    bytes name."""
+    head = stream.read(64)
+    stream.seek(0)
+    for codec in (registry or get_registry()).codecs:
+        if codec.sniff(head):
+            return codec.read(stream, size, source)
+    if not size:
         raise PipelineFileError(source, "is empty, not a pipeline file")
     raise PipelineFileError(source, "not a salesmgr pipeline file")
+
+
+def decode(data: bytes, source: str, registry: Registry | None = None) -> Pipeline:
+    """The pipeline in ``data`` (a drop's or a message's records)."""
+    return read_stream(io.BytesIO(data), len(data), source, registry)
 
 
 def encode(pipeline: Pipeline, registry: Registry | None = None) -> bytes:
@@ -73,7 +96,7 @@ def encode(pipeline: Pipeline, registry: Registry | None = None) -> bytes:
 
 def load(path: str | os.PathLike[str], registry: Registry | None = None) -> Pipeline:
     """Read a pipeline; a copy found away from its home becomes a new replica (in memory)."""
-    pipeline = decode(read_bytes(path), str(path), registry)
+    pipeline = read_file(path, registry)
     settle_home(pipeline, home_of(path))
     return pipeline
 

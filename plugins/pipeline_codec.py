@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from itertools import filterfalse
 from operator import attrgetter
-from typing import Any
+from typing import Any, BinaryIO
 
 import construct as cs
 from construct import this
@@ -32,6 +32,7 @@ from construct import this
 from salesmgr.errors import PipelineFileError, ValidationError
 from salesmgr.model.pipeline import Pipeline, Record
 from salesmgr.model.record_table import GONE, RecordTable
+from salesmgr.pieces import Window, crc32_of
 from salesmgr.plugin.hookspecs import hookimpl
 from salesmgr.plugin.interfaces import Codec
 from salesmgr.plugins.section_table import (
@@ -159,16 +160,31 @@ class PipelineCodecV1(Codec):
 
     # -- reading ----------------------------------------------------------------------------
     def decode(self, data: bytes, source: str) -> Pipeline:
-        size = self.open_envelope(data, source)
-        # The body is parsed in place: a BytesIO over the file's bytes shares them (a slice
-        # would copy the whole body first, doubling the memory a large file needs).
-        stream = io.BytesIO(data)
+        # A BytesIO shares the bytes it is given: reading from it copies only what is parsed.
+        return self.read(io.BytesIO(data), len(data), source)
+
+    def read(self, stream: BinaryIO, size: int, source: str) -> Pipeline:
+        """The pipeline in the ``size`` bytes of ``stream``, read in bounded pieces: the
+        envelope is checked against ``size`` before another byte is read, the CRC is computed
+        piece by piece, then the body is parsed one declared field at a time, so reading costs
+        the parsed fields (about the body's size) and the records, never the file twice."""
+        head = stream.read(ENVELOPE_SIZE)
+        env = self.open_envelope(head, size, source)
+        length = int(env.body_length)
+        covered = zlib.crc32(head[:CRC_COVERS])
+        if crc32_of(stream, length, covered) != env.crc32:
+            raise PipelineFileError(source, "checksum mismatch: the file is damaged")
+        if env.flags:
+            raise PipelineFileError(
+                source, f"uses envelope flags {env.flags:#06x} that format {MAJOR}.x does not have"
+            )
         stream.seek(ENVELOPE_SIZE)
+        window = Window(stream, length, covered)
         try:
-            parsed = self.parser.parse_stream(stream)
+            parsed = self.parser.parse_stream(window)
         except (cs.ConstructError, struct.error, OverflowError, UnicodeDecodeError) as problem:
             bad_text = isinstance(problem, UnicodeDecodeError | cs.StringError)
-            if bad_text and stream.tell() < len(data):
+            if bad_text and window.left:
                 reason = "text that is not valid UTF-8"
             else:
                 # A verified body runs short only where a declared count or length exceeds
@@ -177,10 +193,10 @@ class PipelineCodecV1(Codec):
             raise PipelineFileError(source, f"corrupt pipeline file: {reason}") from None
         try:
             check_sizes(parsed)
-            if stream.tell() != ENVELOPE_SIZE + size:
-                raise CorruptBody(
-                    f"{ENVELOPE_SIZE + size - stream.tell()} unexplained bytes after the body"
-                )
+            if window.left:
+                raise CorruptBody(f"{window.left} unexplained bytes after the body")
+            if window.finish() != env.crc32:  # written over in place since the CRC was checked
+                raise PipelineFileError(source, "changed while it was being read; try again")
             with cyclic_gc_paused():
                 return self.to_pipeline(parsed)
         except CorruptBody as corrupt:
@@ -192,16 +208,17 @@ class PipelineCodecV1(Codec):
         return ENVELOPE_SIZE + int(Envelope.parse(head[:ENVELOPE_SIZE]).body_length)
 
     @staticmethod
-    def open_envelope(data: bytes, source: str) -> int:
-        """The body's length, once magic, version, length and CRC are right; else
-        PipelineFileError."""
-        if not data:
+    def open_envelope(head: bytes, size: int, source: str) -> Any:
+        """The envelope (its first `ENVELOPE_SIZE` bytes, ``head``) of a file of ``size``
+        bytes, once magic, version and length are right; else PipelineFileError.  Nothing past
+        the envelope has been read: a file whose size is a lie costs no memory."""
+        if not size:
             raise PipelineFileError(source, "is empty, not a pipeline file")
-        if data[: len(MAGIC)] != MAGIC[: len(data)]:
+        if head[: len(MAGIC)] != MAGIC[: len(head)] or not head:
             raise PipelineFileError(source, "not a salesmgr pipeline file")
-        if len(data) < ENVELOPE_SIZE:
-            raise PipelineFileError(source, f"truncated ({len(data)} bytes)")
-        env = Envelope.parse(data[:ENVELOPE_SIZE])
+        if size < ENVELOPE_SIZE or len(head) < ENVELOPE_SIZE:
+            raise PipelineFileError(source, f"truncated ({min(size, len(head))} bytes)")
+        env = Envelope.parse(head)
         if env.major > MAJOR:
             raise PipelineFileError(
                 source,
@@ -210,7 +227,7 @@ class PipelineCodecV1(Codec):
             )
         if env.major < MAJOR:
             raise PipelineFileError(source, f"unknown format version {env.major}.{env.minor}")
-        present = len(data) - ENVELOPE_SIZE
+        present = size - ENVELOPE_SIZE
         if env.body_length > MAX_BODY:
             raise PipelineFileError(source, f"declared length {env.body_length} is impossible")
         if env.body_length > present:
@@ -221,14 +238,7 @@ class PipelineCodecV1(Codec):
             raise PipelineFileError(
                 source, f"{present - env.body_length} unexpected bytes after the end"
             )
-        body = memoryview(data)[ENVELOPE_SIZE:]  # not a copy
-        if zlib.crc32(body, zlib.crc32(data[:CRC_COVERS])) != env.crc32:
-            raise PipelineFileError(source, "checksum mismatch: the file is damaged")
-        if env.flags:
-            raise PipelineFileError(
-                source, f"uses envelope flags {env.flags:#06x} that format {MAJOR}.x does not have"
-            )
-        return int(env.body_length)
+        return env
 
     def to_pipeline(self, parsed: Any) -> Pipeline:
         replicas = uuid_texts(parsed.replicas)
@@ -315,7 +325,12 @@ class PipelineCodecV1(Codec):
             else self.section(kind, sorted(sections[kind], key=attrgetter("id")), index)
             for kind in sorted(sections)
         ]
-        body = Body.build(
+        # The body is built right after room for the envelope, so the file is one buffer: no
+        # copy of the body is made to put the envelope in front (a seal's check encodes a file
+        # it read: it costs the file once more, not twice).
+        out = io.BytesIO()
+        out.seek(ENVELOPE_SIZE)
+        Body.build_stream(
             {
                 "pipeline_id": uuid_bytes([pipeline.pipeline_id], "pipeline id"),
                 "replica": index[pipeline.replica_id],
@@ -336,14 +351,20 @@ class PipelineCodecV1(Codec):
                 "extra": [{"key": k, "value": v} for k, v in sorted(pipeline.extra.items())],
                 "section_count": len(built),
                 "sections": built,
-            }
+            },
+            out,
         )
-        if len(body) > MAX_BODY:
-            raise ValidationError(f"cannot save: {len(body)} bytes is too large for one file")
+        length = out.tell() - ENVELOPE_SIZE
+        if length > MAX_BODY:
+            raise ValidationError(f"cannot save: {length} bytes is too large for one file")
         head = Envelope.build(
-            {"major": MAJOR, "minor": MINOR, "flags": 0, "body_length": len(body), "crc32": 0}
+            {"major": MAJOR, "minor": MINOR, "flags": 0, "body_length": length, "crc32": 0}
         )[:CRC_COVERS]
-        return head + struct.pack("<I", zlib.crc32(body, zlib.crc32(head))) + body
+        with out.getbuffer() as view:
+            crc = zlib.crc32(view[ENVELOPE_SIZE:], zlib.crc32(head))
+        out.seek(0)
+        out.write(head + struct.pack("<I", crc))
+        return out.getvalue()
 
     @staticmethod
     def plan(pipeline: Pipeline) -> tuple[dict[str, list[Record]], dict[str, Plan]]:

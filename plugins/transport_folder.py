@@ -33,7 +33,13 @@ from typing import Any
 from salesmgr import storage
 from salesmgr.errors import SyncError
 from salesmgr.plugin.hookspecs import hookimpl
-from salesmgr.plugin.interfaces import STREAM_FILTER, AnyTransport, Mail, MailboxTransport
+from salesmgr.plugin.interfaces import (
+    STREAM_FILTER,
+    AnyTransport,
+    Mail,
+    MailboxTransport,
+    Opened,
+)
 
 PREFIX = "folder://"
 TEMPORARY_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", "~")
@@ -104,6 +110,19 @@ class FolderMailbox:
         return found
 
     def read(self, name: str, limit: int) -> Mail | None:
+        opened = self.open(name)
+        if opened is None:
+            return None
+        with opened.stream:
+            try:
+                data = opened.stream.read(min(opened.size, limit))
+            except OSError as problem:
+                raise SyncError(
+                    f"{self.url}/{name}: cannot read ({problem.strerror or problem})"
+                ) from None
+        return Mail(data, opened.size, opened.age)
+
+    def open(self, name: str) -> Opened | None:
         path = self.path_of(name)
         where = f"{self.url}/{name}"
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
@@ -122,23 +141,13 @@ class FolderMailbox:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise SyncError(f"{where}: not a regular file; refused")
-            # One read of the size asked for fills one buffer, so a large entry costs its size in
-            # memory once, not twice (pieces, then their join); pieces only if it comes short
-            # (the system reads at most about 2 GiB at a time).
-            wanted = min(info.st_size, limit)
-            data = os.read(fd, wanted) if wanted else b""
-            if 0 < len(data) < wanted:
-                pieces = [data]
-                left = wanted - len(data)
-                while left > 0 and (piece := os.read(fd, min(left, 1 << 30))):
-                    pieces.append(piece)
-                    left -= len(piece)
-                data = b"".join(pieces)
-        except OSError as problem:
-            raise SyncError(f"{where}: cannot read ({problem.strerror or problem})") from None
-        finally:
+            stream = os.fdopen(fd, "rb")
+        except BaseException as problem:
             os.close(fd)
-        return Mail(data, info.st_size, max(0.0, time.time() - info.st_mtime))
+            if isinstance(problem, OSError):
+                raise SyncError(f"{where}: cannot read ({problem.strerror or problem})") from None
+            raise
+        return Opened(stream, info.st_size, max(0.0, time.time() - info.st_mtime))
 
     def write(self, name: str, data: bytes) -> None:
         path = self.path_of(name)

@@ -116,7 +116,9 @@ class SpyParser:
         self.bodies: list[bytes] = []
 
     def parse_stream(self, stream: Any) -> Any:
-        self.bodies.append(stream.getvalue()[stream.tell() :])  # from where it starts parsing
+        start = stream.tell()  # what it is given, from where it starts parsing
+        self.bodies.append(stream.read())
+        stream.seek(start)
         return v1.CompiledBody.parse_stream(stream)
 
 

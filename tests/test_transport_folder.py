@@ -29,7 +29,7 @@ from salesmgr.emulator.process import EmulatorProcess, emulator_command, mailbox
 from salesmgr.errors import SalesmgrError, SyncError
 from salesmgr.merge.engine import merge_files
 from salesmgr.model.pipeline import Pipeline
-from salesmgr.plugin.interfaces import Mail
+from salesmgr.plugin.interfaces import Mail, Opened
 from salesmgr.plugin.manager import get_registry
 from salesmgr.plugins.transport_folder import FolderMailbox, folder_of
 from salesmgr.sync.device_file import DeviceFile
@@ -854,6 +854,9 @@ class CutMailbox:
 
     def read(self, name: str, limit: int) -> Mail | None:
         return self.inner.read(name, limit)
+
+    def open(self, name: str) -> Opened | None:
+        return self.inner.open(name)
 
     def home(self, name: str) -> str:
         return self.inner.home(name)

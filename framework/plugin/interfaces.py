@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from salesmgr.merge.engine import Conflict, FieldOutcome
@@ -30,6 +30,14 @@ class Codec:
     def decode(self, data: bytes, source: str) -> Pipeline:
         """The pipeline in ``data``; raises PipelineFileError naming ``source`` if it is bad."""
         raise NotImplementedError
+
+    def read(self, stream: BinaryIO, size: int, source: str) -> Pipeline:
+        """The pipeline in the ``size`` bytes of ``stream`` (a binary file at its start, which
+        may be seeked); raises PipelineFileError naming ``source``.  The caller has checked
+        ``size`` against its cap.  A codec that can check its envelope against ``size`` and
+        read the rest in bounded pieces does (the built-in one); by default the whole file is
+        read and decoded."""
+        return self.decode(stream.read(size), source)
 
     def expected_size(self, head: bytes) -> int | None:
         """The whole file's size as its first bytes (at least 64, when the file has them)
@@ -88,6 +96,14 @@ class Mail(NamedTuple):
     age: float  # seconds since it last changed: a young, incomplete entry may still be arriving
 
 
+class Opened(NamedTuple):
+    """One entry of a `Mailbox`, opened to be read in pieces."""
+
+    stream: BinaryIO  # at the entry's start; seekable; the caller closes it
+    size: int  # its size when opened: a reader checks it against its cap before reading on
+    age: float  # as `Mail.age`
+
+
 class Mailbox(Protocol):
     """A store-and-forward drop box shared by desktop and device (``folder://``).
 
@@ -105,6 +121,10 @@ class Mailbox(Protocol):
     def read(self, name: str, limit: int) -> Mail | None:
         """Entry ``name``, or None if it is gone; raises SyncError for an entry it must not read
         (a link, not a regular file)."""
+
+    def open(self, name: str) -> Opened | None:
+        """Entry ``name`` opened for reading, or None if it is gone; raises SyncError as
+        `read` does.  Nothing is read yet: a reader checks the size before it reads."""
 
     def write(self, name: str, data: bytes) -> None:
         """Leave ``data`` as entry ``name``, atomically: whole or not at all."""

@@ -49,7 +49,7 @@ class DeviceFile:
             return None
         except OSError as problem:
             raise PipelineFileError(self.path, f"cannot read ({problem.strerror})") from None
-        pipeline = storage.decode(storage.read_bytes(self.path), str(self.path), self.registry)
+        pipeline = storage.read_file(self.path, self.registry)
         self.renamed = storage.settle_home(pipeline, storage.home_of(self.path))
         return pipeline
 

@@ -47,7 +47,7 @@ from salesmgr.merge.engine import (
 )
 from salesmgr.merge.report import MergeReport
 from salesmgr.model.pipeline import Pipeline, now_ms
-from salesmgr.plugin.interfaces import Mailbox
+from salesmgr.plugin.interfaces import Mailbox, Opened
 from salesmgr.plugin.manager import Registry, get_registry
 from salesmgr.sync import rules
 from salesmgr.sync.channel import DEFAULT_TIMEOUT, Events
@@ -195,76 +195,56 @@ class DropReader:
     def check_drop(self, entry: str, kind: DropKind, drop_id: str) -> Found | str | None:
         where = self.where(entry)
         try:
-            # The envelope first: a file that cannot be a drop (a huge one, a sparse one) is
-            # refused before the rest of it is read.
-            head = self.mailbox.read(entry, drops.ENVELOPE_SIZE)
-            if head is None:
+            opened = self.mailbox.open(entry)
+            if opened is None:
                 return None  # taken away meanwhile
-        except SyncError as problem:
-            return str(problem)
-        try:
-            drops.check_envelope(head.data, head.size, where)
-        except DropError as problem:
-            return "arriving" if head.age < self.settle else str(problem)
-        try:
-            mail = self.mailbox.read(entry, drops.MAX_DROP)
-        except SyncError as problem:
-            return str(problem)
-        if mail is None:
-            return None  # taken away meanwhile
-        if mail.size > len(mail.data):
-            return f"{where}: {mail.size} bytes, more than a drop can hold"
-        try:
-            drop = drops.unseal(mail.data, self.secret, where, self.registry)
+            with opened.stream:
+                # The envelope is checked against the entry's size first: a file that cannot be
+                # a drop (a huge one, a sparse one) is refused before the rest of it is read,
+                # and the rest is read in bounded pieces.
+                drop = drops.read_drop(
+                    opened.stream, opened.size, self.secret, where, self.registry
+                )
         except ForeignDrop as problem:
             return str(problem)
         except DropError as problem:
-            return "arriving" if mail.age < self.settle else str(problem)
+            return "arriving" if opened is not None and opened.age < self.settle else str(problem)
+        except SyncError as problem:
+            return str(problem)
+        except OSError as problem:
+            return f"{where}: cannot read ({problem.strerror or problem})"
         if drop.KIND is not kind or drop.drop_id != drop_id:
             return (
                 f"{where}: its name does not match what it holds "
                 f"(a {drop.kind_name} {drop.drop_id[:8]})"
             )
-        return Found(entry, drop, mail.size)
+        return Found(entry, drop, opened.size)
 
     def take_file(self, entry: str, token: object, look: Look) -> None:
         cached = self.cache.get(entry)
         if cached is not None and cached[0] == token:
             return  # looked at before: not a pipeline file
         where = self.where(entry)
+        opened = None
         try:
-            head = self.mailbox.read(entry, 64)
-            codec = None if head is None else next(
-                (c for c in self.registry.codecs if c.sniff(head.data)), None
-            )
-            if head is None or codec is None:
-                self.cache[entry] = (token, None)
+            opened = self.mailbox.open(entry)
+            if opened is None:
                 return
-            # A size that is not the one its envelope declares (a sparse or padded file) is
-            # refused before the rest is read: only a whole file costs its size in memory.
-            declared = codec.expected_size(head.data)
-            if declared is not None and declared != head.size:
-                if declared > head.size and head.age < self.settle:
-                    look.arriving.append(entry)
-                else:
-                    look.problems[entry] = (
-                        f"{where}: {head.size} bytes, but its envelope declares {declared}; "
-                        "not read"
-                    )
-                return
-            mail = self.mailbox.read(entry, storage.MAX_FILE)
-        except SyncError as problem:
-            look.problems[entry] = str(problem)
-            return
-        if mail is None:
-            return
-        try:
-            pipeline = storage.decode(mail.data, where, self.registry)
+            with opened.stream:
+                pipeline = self.read_file(entry, token, opened, look)
         except PipelineFileError as problem:
-            if mail.age < self.settle:
+            if opened is not None and opened.age < self.settle:
                 look.arriving.append(entry)
             else:
                 look.problems[entry] = str(problem)
+            return
+        except SyncError as problem:
+            look.problems[entry] = str(problem)
+            return
+        except OSError as problem:
+            look.problems[entry] = f"{where}: cannot read ({problem.strerror or problem})"
+            return
+        if pipeline is None:
             return
         # Anyone who can write the folder can put a file there: only a paired replica's is merged.
         unproved = auth.seal_problem(pipeline, self.secret, self.registry)
@@ -275,7 +255,35 @@ class DropReader:
             )
             return
         storage.settle_home(pipeline, self.mailbox.home(entry))
-        look.files.append(PipelineEntry(entry, pipeline, mail.size))
+        look.files.append(PipelineEntry(entry, pipeline, opened.size))
+
+    def read_file(self, entry: str, token: object, opened: Opened, look: Look) -> Pipeline | None:
+        """The pipeline file in an opened entry, its size checked before it is read; None (and
+        why in ``look``) when it is not one or is refused unread."""
+        where = self.where(entry)
+        head = opened.stream.read(64)
+        opened.stream.seek(0)
+        codec = next((c for c in self.registry.codecs if c.sniff(head)), None)
+        if codec is None:
+            self.cache[entry] = (token, None)
+            return None
+        # A size over the cap, or not the one its envelope declares (a sparse or padded file),
+        # is refused before the rest is read; the rest is read in bounded pieces.
+        declared = codec.expected_size(head)
+        too_large = storage.too_large(opened.size)
+        if too_large:
+            look.problems[entry] = f"{where}: {too_large}; not read"
+            return None
+        if declared is not None and declared != opened.size:
+            if declared > opened.size and opened.age < self.settle:
+                look.arriving.append(entry)
+            else:
+                look.problems[entry] = (
+                    f"{where}: {opened.size} bytes, but its envelope declares {declared}; "
+                    "not read"
+                )
+            return None
+        return storage.read_stream(opened.stream, opened.size, where, self.registry)
 
 
 # --- the desktop half ----------------------------------------------------------------------------
@@ -369,7 +377,8 @@ class DesktopDrops:
                 "pipeline file (is the device's folder mirrored there?)",
                 *notices,
             ]))
-        results[0].notices.extend(notices + problems)
+        results[0].notices.extend(notices)
+        results[0].refused.extend(look.problems.values())  # the command says so (`refused_in`)
         return results
 
     def refusals(self, look: Look) -> tuple[list[str], list[str]]:
@@ -645,7 +654,7 @@ class DesktopDrops:
         except SalesmgrError as error:
             self.events("failed", error=str(error))
             raise
-        result.notices.extend(f"{p}; left in place for inspection" for p in look.problems.values())
+        result.refused.extend(look.problems.values())
         self.events("committed", records=result.records_sent)
         result.seconds = time.monotonic() - started
         return result

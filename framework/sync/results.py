@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from salesmgr.errors import PartlySynced
 from salesmgr.merge.report import MergeReport
 from salesmgr.sync.rules import plural
 
@@ -86,6 +88,9 @@ class DropResult(SessionResult):
     written: str = ""  # the drop or file left there
     waiting: str = ""  # the round needs the device to act first: why
     notices: list[str] = field(default_factory=list)
+    # Entries of the mailbox not taken (over a cap, unsealed, damaged...), each as
+    # "ENTRY: why": left in place, and the command does not claim full success (`refused_in`).
+    refused: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         out: list[str] = []
@@ -111,6 +116,7 @@ class DropResult(SessionResult):
             if self.waiting:
                 out.append(self.waiting)
         out.extend(f"note: {n}" for n in self.notices)
+        out.extend(f"refused {r}; left in place for inspection" for r in self.refused)
         if self.dry_run:
             out.append("dry run: nothing was written in the folder or to the desktop file")
         out.append(self.traffic())
@@ -123,4 +129,19 @@ class DropResult(SessionResult):
             "written": self.written or None,
             "waiting": self.waiting or None,
             "notices": list(self.notices),
+            "refused": list(self.refused),
         }
+
+
+def refused_in(results: Sequence[SessionResult]) -> PartlySynced | None:
+    """The error a command ends with when it took what it could but refused some of what it
+    found (docs/integrators.md, "Exit status"), or None when it refused nothing."""
+    refused = [r for result in results if isinstance(result, DropResult) for r in result.refused]
+    if not refused:
+        return None
+    more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+    entries = "1 entry" if len(refused) == 1 else f"{len(refused)} entries"
+    return PartlySynced(
+        f"done for the rest, but refused {entries} of the folder: {refused[0]}{more}; "
+        "left in place for inspection"
+    )

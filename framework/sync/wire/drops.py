@@ -19,6 +19,8 @@ protocol.  The construct declarations below are the source of truth for ``docs/p
 from __future__ import annotations
 
 import hmac
+import io
+import os
 import re
 import secrets
 import struct
@@ -27,7 +29,7 @@ import zlib
 from dataclasses import dataclass, field
 from enum import IntEnum
 from hashlib import sha256
-from typing import Any, ClassVar
+from typing import Any, BinaryIO, ClassVar
 
 import construct as cs
 from construct import this
@@ -35,6 +37,7 @@ from construct import this
 from salesmgr import storage
 from salesmgr.errors import DamagedDrop, DropError, ForeignDrop, IncompleteDrop, PipelineFileError
 from salesmgr.model.pipeline import Pipeline, Record
+from salesmgr.pieces import Window, crc32_of
 from salesmgr.plugin.manager import Registry
 from salesmgr.sync.wire.protocol import (
     MALFORMED,
@@ -497,17 +500,34 @@ def check_envelope(head: bytes, size: int, source: str) -> None:
 def unseal(
     data: bytes, secret: bytes, source: str, registry: Registry | None = None
 ) -> Drop:
-    """The drop in ``data``, checked envelope first (see the module docstring for the order).
+    """The drop in ``data`` (see `read_drop`)."""
+    return read_drop(io.BytesIO(data), len(data), secret, source, registry)
+
+
+def unseal_file(
+    path: str | os.PathLike[str], secret: bytes, source: str, registry: Registry | None = None
+) -> Drop:
+    """The drop in the file at ``path`` (see `read_drop`); OSError if it cannot be opened."""
+    with open(path, "rb") as handle:
+        return read_drop(handle, os.fstat(handle.fileno()).st_size, secret, source, registry)
+
+
+def read_drop(
+    stream: BinaryIO, size: int, secret: bytes, source: str, registry: Registry | None = None
+) -> Drop:
+    """The drop in the ``size`` bytes of ``stream`` (at its start), checked envelope first (see
+    the module docstring for the order), and read in bounded pieces: the envelope is checked
+    against ``size`` and `MAX_BODY` before another byte is read, the CRC and the tag are computed
+    piece by piece, then the body is parsed field by field.
 
     Raises IncompleteDrop, DamagedDrop or ForeignDrop naming ``source`` and the problem."""
-    check_envelope(data[:ENVELOPE_SIZE], len(data), source)
-    magic, version, kind_code, flags, nonce, length, crc = HEADER.unpack_from(data)
-    body = memoryview(data)[ENVELOPE_SIZE : ENVELOPE_SIZE + length]  # not a copy
-    if zlib.crc32(body) != crc:
+    head = stream.read(ENVELOPE_SIZE)
+    check_envelope(head, size, source)
+    magic, version, kind_code, flags, nonce, length, crc = HEADER.unpack_from(head)
+    tag_of = hmac.new(drop_key(secret, nonce), head, sha256)
+    if crc32_of(stream, length, also=tag_of.update) != crc:
         raise DamagedDrop(f"{source}: damaged (checksum mismatch)")
-    tag = data[ENVELOPE_SIZE + length :]
-    if not hmac.compare_digest(tag, hmac.new(drop_key(secret, nonce), data[:-TAG_SIZE],
-                                             sha256).digest()):
+    if not hmac.compare_digest(stream.read(TAG_SIZE), tag_of.digest()):
         raise ForeignDrop(
             f"{source}: failed its authentication check: sealed with another pairing secret, "
             "or altered"
@@ -520,10 +540,14 @@ def unseal(
         kind = DropKind(kind_code)
     except ValueError:
         raise DamagedDrop(f"{source}: unknown drop kind {kind_code}") from None
+    stream.seek(ENVELOPE_SIZE)
+    body = Window(stream, length)
     try:
-        parsed = COMPILED[kind].parse(body)
+        parsed = COMPILED[kind].parse_stream(body)
     except MALFORMED:
         raise DamagedDrop(f"{source}: malformed {kind.name.lower()}") from None
+    if body.finish() != crc:  # written over in place since its tag was checked
+        raise DamagedDrop(f"{source}: changed while it was being read")
     records = payload_records(parsed, kind, source, registry)
     try:
         return DROPS[kind].from_body(parsed, records)
@@ -535,7 +559,7 @@ def payload_records(
     parsed: Any, kind: DropKind, source: str, registry: Registry | None
 ) -> list[Record]:
     count = getattr(parsed, "records", 0)
-    payload = bytes(getattr(parsed, "payload", b""))
+    payload = getattr(parsed, "payload", b"")
     if not payload:
         if count:
             raise DamagedDrop(f"{source}: announces {count} records but carries none")
