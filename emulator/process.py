@@ -62,7 +62,7 @@ def mailbox_settled(folder: Path, device_file: Path, secret: str | bytes) -> boo
     land in the same clock tick, or the emulator's first offer after the desktop's load."""
     from salesmgr import storage
     from salesmgr.sync.wire.auth import secret_bytes
-    from salesmgr.sync.wire.drops import DropKind, Offer, Refusal, parse_name, unseal
+    from salesmgr.sync.wire.drops import DropKind, Offer, Refusal, parse_name, unseal_file
 
     key = secret_bytes(secret)
     waiting: set[str] = set()
@@ -76,7 +76,7 @@ def mailbox_settled(folder: Path, device_file: Path, secret: str | bytes) -> boo
             continue
         kind, drop_id = parsed
         try:
-            drop = unseal((folder / name).read_bytes(), key, name)
+            drop = unseal_file(folder / name, key, name)
         except FileNotFoundError:  # taken or replaced meanwhile
             return False
         except SalesmgrError:
@@ -93,13 +93,13 @@ def mailbox_settled(folder: Path, device_file: Path, secret: str | bytes) -> boo
         return False
     newest = max(offers, key=lambda offer: (offer.created_ms, offer.drop_id))
     try:
-        data = device_file.read_bytes()
+        size = device_file.stat().st_size
     except FileNotFoundError:
-        data = b""
-    if not data:
+        size = 0
+    if not size:
         return newest.blank
     try:
-        held = storage.decode(data, str(device_file))
+        held = storage.read_file(device_file)
     except SalesmgrError:
         return False  # being replaced, or damaged: the emulator reports that itself
     if not held.records:

@@ -47,6 +47,7 @@ from typing import Protocol
 from cobs import cobs
 
 from salesmgr.errors import AcceptTimeout, SyncError
+from salesmgr.sync.wire.protocol import MAX_MESSAGE  # the protocol's cap, as for tcp://
 
 VERSION = 1
 WINDOW = 32  # frames in flight: at most the sack bitmap's 32 bits, and < 128 (seq modulo 256)
@@ -54,7 +55,6 @@ PAYLOAD_SIZE = 1024  # message bytes in a full-size frame
 DEAD_AFTER = 10.0  # seconds of silence or of no acknowledgement before the line counts as dead
 SEQ_MOD = 256
 READ_SIZE = 4096
-MAX_MESSAGE = 256 << 20  # a peer sending more than this in one message is broken or hostile
 MAX_WIRE_FRAME = 80 << 10  # bytes without a zero beyond which we are reading noise
 BACKLOG = 64 << 10  # send() blocks while more than this waits for room in the window
 
@@ -525,12 +525,17 @@ class SerialLink:
             self._deliver(payload, last)
 
     def _deliver(self, payload: bytes, last: bool) -> None:
-        self._parts.append(payload)
         self._parts_size += len(payload)
         if self._parts_size > MAX_MESSAGE:
+            # Refused as soon as it passes the cap, and not kept: a peer cannot make this end
+            # hold more than the protocol allows, however long it sends.
             self._failure = self._failure or SyncError(
-                f"the {self.peer} sent a message larger than {MAX_MESSAGE >> 20} MiB"
+                f"the {self.peer} sent a message larger than the protocol allows "
+                f"({MAX_MESSAGE} bytes)"
             )
+            self._parts.clear()
+            return
+        self._parts.append(payload)
         if last:
             self._inbox.append(b"".join(self._parts))
             self._parts.clear()

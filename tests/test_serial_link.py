@@ -385,3 +385,21 @@ def test_every_frame_kind_round_trips() -> None:
     for kind in (DATA, DATA_LAST, ACK, NAK, FIN):
         frame = Frame(kind, 3, 4, 5, 6, b"x")
         assert FrameReader(9).feed(encode_frame(frame, 9)) == [frame]
+
+
+def test_a_message_over_the_protocols_cap_is_refused_and_not_kept(
+    links: list[SerialLink], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cap is the protocol's (as for tcp://), and what arrives past it is dropped, not held
+    until the message ends: a peer cannot make this end hold more than the cap."""
+    from salesmgr.plugins import serial_link
+    from salesmgr.sync.wire import protocol
+
+    assert serial_link.MAX_MESSAGE == protocol.MAX_MESSAGE
+    monkeypatch.setattr(serial_link, "MAX_MESSAGE", 16 << 10)
+    desktop, device = open_pair(links)
+    sender = threading.Thread(target=lambda: desktop.send(bytes(64 << 10)), daemon=True)
+    sender.start()
+    with pytest.raises(SyncError, match="larger than the protocol allows"):
+        device.receive(timeout=30)
+    assert sum(map(len, device._parts)) <= 16 << 10
