@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
-from typing import BinaryIO
+from io import BufferedIOBase
 
 PIECE = 1 << 20  # bytes read at a time when checking a checksum over a large body
 
 
-def crc32_of(stream: BinaryIO, length: int, start: int = 0,
+def crc32_of(stream: BufferedIOBase, length: int, start: int = 0,
              also: Callable[[memoryview], object] | None = None) -> int:
     """The CRC-32 (``zlib.crc32``, continuing ``start``) of the next ``length`` bytes of
     ``stream``, read in pieces of at most `PIECE` bytes into one reused buffer; each piece is
@@ -47,7 +47,7 @@ class Window:
     bytes parsed are the bytes it verified before.  A parser may look ahead and seek back (as
     construct's ``Terminated`` does)."""
 
-    def __init__(self, stream: BinaryIO, length: int, crc: int = 0) -> None:
+    def __init__(self, stream: BufferedIOBase, length: int, crc: int = 0) -> None:
         self.stream = stream
         self.length = length
         self.crc = crc

@@ -21,8 +21,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from io import BufferedIOBase
 from pathlib import Path
-from typing import BinaryIO
 
 from salesmgr.errors import PipelineFileError
 from salesmgr.model.pipeline import Pipeline
@@ -71,7 +71,7 @@ def read_file(path: str | os.PathLike[str], registry: Registry | None = None) ->
 
 
 def read_stream(
-    stream: BinaryIO, size: int, source: str, registry: Registry | None = None
+    stream: BufferedIOBase, size: int, source: str, registry: Registry | None = None
 ) -> Pipeline:
     """The pipeline in the ``size`` bytes of ``stream`` (at its start), by the codec its first
     bytes name."""

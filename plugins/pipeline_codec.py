@@ -22,9 +22,10 @@ import zlib
 from array import array
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from io import BufferedIOBase
 from itertools import filterfalse
 from operator import attrgetter
-from typing import Any, BinaryIO
+from typing import Any
 
 import construct as cs
 from construct import this
@@ -163,7 +164,7 @@ class PipelineCodecV1(Codec):
         # A BytesIO shares the bytes it is given: reading from it copies only what is parsed.
         return self.read(io.BytesIO(data), len(data), source)
 
-    def read(self, stream: BinaryIO, size: int, source: str) -> Pipeline:
+    def read(self, stream: BufferedIOBase, size: int, source: str) -> Pipeline:
         """The pipeline in the ``size`` bytes of ``stream``, read in bounded pieces: the
         envelope is checked against ``size`` before another byte is read, the CRC is computed
         piece by piece, then the body is parsed one declared field at a time, so reading costs

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
+from io import BufferedIOBase
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from salesmgr.merge.engine import Conflict, FieldOutcome
@@ -31,7 +32,7 @@ class Codec:
         """The pipeline in ``data``; raises PipelineFileError naming ``source`` if it is bad."""
         raise NotImplementedError
 
-    def read(self, stream: BinaryIO, size: int, source: str) -> Pipeline:
+    def read(self, stream: BufferedIOBase, size: int, source: str) -> Pipeline:
         """The pipeline in the ``size`` bytes of ``stream`` (a binary file at its start, which
         may be seeked); raises PipelineFileError naming ``source``.  The caller has checked
         ``size`` against its cap.  A codec that can check its envelope against ``size`` and
@@ -99,7 +100,7 @@ class Mail(NamedTuple):
 class Opened(NamedTuple):
     """One entry of a `Mailbox`, opened to be read in pieces."""
 
-    stream: BinaryIO  # at the entry's start; seekable; the caller closes it
+    stream: BufferedIOBase  # at the entry's start; seekable; the caller closes it
     size: int  # its size when opened: a reader checks it against its cap before reading on
     age: float  # as `Mail.age`
 

@@ -29,7 +29,8 @@ import zlib
 from dataclasses import dataclass, field
 from enum import IntEnum
 from hashlib import sha256
-from typing import Any, BinaryIO, ClassVar
+from io import BufferedIOBase
+from typing import Any, ClassVar
 
 import construct as cs
 from construct import this
@@ -513,7 +514,7 @@ def unseal_file(
 
 
 def read_drop(
-    stream: BinaryIO, size: int, secret: bytes, source: str, registry: Registry | None = None
+    stream: BufferedIOBase, size: int, secret: bytes, source: str, registry: Registry | None = None
 ) -> Drop:
     """The drop in the ``size`` bytes of ``stream`` (at its start), checked envelope first (see
     the module docstring for the order), and read in bounded pieces: the envelope is checked
