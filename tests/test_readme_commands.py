@@ -350,7 +350,8 @@ def test_a_kept_day_is_shown_in_a_browser(tmp_path: Path) -> None:
 
 # A benchmark's small size, when it is not counted in records.
 SMALL = {"bench/hub.py": ["--devices", "4", "--pipelines", "2", "--rounds", "1",
-                          "--parallel", "2"]}
+                          "--parallel", "2"],
+         "bench/memory.py": ["--records", "100", "--huge", "0.0625"]}
 
 
 @pytest.mark.parametrize("line", [line for _, line in shell_lines() if is_bench(line)])
