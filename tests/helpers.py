@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ from click.testing import CliRunner, Result
 
 from salesmgr import storage
 from salesmgr.cli.group import cli
+from salesmgr.errors import SalesmgrError
 from salesmgr.model.pipeline import Pipeline, Sources
 from salesmgr.plugin.manager import get_registry
 from salesmgr.testing.compare import user_data
@@ -21,6 +24,19 @@ from salesmgr.testing.compare import user_data
 def salesmgr(*args: object, env: dict[str, str] | None = None) -> Result:
     """``salesmgr ARGS`` through click's runner (stdout and stderr kept apart)."""
     return CliRunner().invoke(cli, [str(a) for a in args], env=env, catch_exceptions=False)
+
+
+def peak_memory_of(action: Callable[[], object]) -> int:
+    """The most memory (bytes traced) ``action`` held at once; its SalesmgrError is expected."""
+    tracemalloc.start()
+    try:
+        action()
+    except SalesmgrError:
+        pass
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    return peak
 
 
 def one_error_line(result: Result) -> str:

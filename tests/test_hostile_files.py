@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import os
 import time
-import tracemalloc
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import desktop_file, one_error_line, salesmgr
+from helpers import desktop_file, one_error_line, peak_memory_of, salesmgr
 
 from salesmgr import storage
-from salesmgr.errors import SalesmgrError
 from salesmgr.model.pipeline import MAX_CLOCK_MS, MIN_CLOCK_MS, Dot
 from salesmgr.plugin.manager import get_registry
 from salesmgr.plugins.transport_folder import FolderMailbox
@@ -95,17 +92,6 @@ def sparse(path: Path, head: bytes, size: int = BIG) -> None:
     os.truncate(path, size)
     past = time.time() - 60  # not still being copied in
     os.utime(path, (past, past))
-
-
-def peak_memory_of(action: Callable[[], object]) -> int:
-    tracemalloc.start()
-    try:
-        action()
-    except SalesmgrError:
-        pass
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    return peak
 
 
 @pytest.mark.parametrize("case", ["zeros", "drop-envelope", "pipeline-envelope"])

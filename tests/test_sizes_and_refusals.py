@@ -10,12 +10,10 @@ import json
 import os
 import shutil
 import time
-import tracemalloc
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import desktop_file, salesmgr
+from helpers import desktop_file, peak_memory_of, salesmgr
 
 from salesmgr import storage
 from salesmgr.errors import SalesmgrError
@@ -31,19 +29,6 @@ from salesmgr.sync.wire.drops import DropKind
 SECRET = "sizes-and-refusals-secret-Pq82Lm"
 BIG_VALUE = 8 << 20  # one value this large makes the file about this large
 REPLICA = "00000000-0000-4000-8000-00000000000a"
-
-
-def peak_of(action: Callable[[], object]) -> int:
-    """The most memory (bytes traced) ``action`` held at once; its SalesmgrError is expected."""
-    tracemalloc.start()
-    try:
-        action()
-    except SalesmgrError:
-        pass
-    finally:
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-    return peak
 
 
 def one_big_record() -> Pipeline:
@@ -70,7 +55,7 @@ def test_a_pipeline_file_costs_its_fields_once_not_the_file_and_then_its_fields(
     storage.save(one_big_record(), path)
     size = path.stat().st_size
     get_registry()
-    peak = peak_of(lambda: storage.load(path))
+    peak = peak_memory_of(lambda: storage.load(path))
     assert peak < 1.3 * size, f"{peak} bytes held at once reading a {size}-byte file"
     assert storage.load(path).records.get("99999999-0000-4000-8000-000000000001") is not None
 
@@ -83,7 +68,7 @@ def test_a_file_whose_envelope_agrees_with_its_size_is_checked_in_pieces(tmp_pat
                                      "body_length": size - ENVELOPE_SIZE, "crc32": 0}))
     os.truncate(path, size)
     get_registry()
-    peak = peak_of(lambda: storage.load(path))
+    peak = peak_memory_of(lambda: storage.load(path))
     assert peak < 4 << 20, f"{peak} bytes held at once checking a {size}-byte file"
     with pytest.raises(SalesmgrError, match="checksum mismatch"):
         storage.load(path)
@@ -94,7 +79,7 @@ def test_a_file_over_the_cap_is_refused_by_its_size_alone(tmp_path: Path) -> Non
     path.write_bytes(b"not even looked at")
     os.truncate(path, storage.MAX_FILE + 1)
     started = time.monotonic()
-    assert peak_of(lambda: storage.load(path)) < 1 << 20
+    assert peak_memory_of(lambda: storage.load(path)) < 1 << 20
     assert time.monotonic() - started < 2
     with pytest.raises(SalesmgrError, match="too large for a pipeline file"):
         storage.load(path)
@@ -110,7 +95,7 @@ def test_a_drop_in_the_folder_is_not_copied_whole_on_its_way_in(tmp_path: Path) 
     size = (box / load.entry).stat().st_size
     reader = DropReader(FolderMailbox(str(box)), auth.secret_bytes(SECRET), get_registry(), 0.0)
     looks = []
-    peak = peak_of(lambda: looks.append(reader.look({DropKind.LOAD})))
+    peak = peak_memory_of(lambda: looks.append(reader.look({DropKind.LOAD})))
     assert [f.entry for f in looks[0].drops] == [load.entry]
     # The records travel as a pipeline file inside the drop: that file's bytes, then its fields.
     assert peak < 2.3 * size, f"{peak} bytes held at once reading a {size}-byte drop"
@@ -124,7 +109,7 @@ def test_a_sealed_file_in_the_folder_is_not_copied_whole_on_its_way_in(tmp_path:
     size = (box / "handheld.pipe").stat().st_size
     reader = DropReader(FolderMailbox(str(box)), auth.secret_bytes(SECRET), get_registry(), 0.0)
     looks = []
-    peak = peak_of(lambda: looks.append(reader.look((), files=True)))
+    peak = peak_memory_of(lambda: looks.append(reader.look((), files=True)))
     assert [f.entry for f in looks[0].files] == ["handheld.pipe"]
     # Its fields, and the file encoded again to verify its seal.
     assert peak < 2.3 * size, f"{peak} bytes held at once reading a {size}-byte file"
