@@ -23,7 +23,7 @@ from salesmgr.plugins.pipeline_codec import ENVELOPE_SIZE, Envelope
 from salesmgr.plugins.transport_folder import FolderMailbox
 from salesmgr.sync.device_file import DeviceFile
 from salesmgr.sync.mailbox import DeviceDrops, DropReader
-from salesmgr.sync.wire import auth, drops
+from salesmgr.sync.wire import auth, drops, protocol
 from salesmgr.sync.wire.drops import DropKind
 
 SECRET = "sizes-and-refusals-secret-Pq82Lm"
@@ -200,3 +200,16 @@ def test_a_sync_that_refused_everything_changed_nothing_and_exits_7(tmp_path: Pa
     assert result.exit_code == 7
     assert "nothing was changed" in result.stderr
     assert desk.read_bytes() == before
+
+
+def test_a_sealed_message_is_checked_and_parsed_without_copies_of_itself() -> None:
+    """A message's length is checked against the protocol's cap before it is read (by the
+    link); checking its CRC and tag and parsing it then cost its parsed fields, not the message
+    again, and again with its envelope in front."""
+    key = bytes(32)
+    data = protocol.build(protocol.Batch(0, 1, bytes(BIG_VALUE)), seq=3, key=key)
+    received: list[protocol.Received] = []
+    peak = peak_memory_of(lambda: received.append(protocol.parse(data, key)))
+    assert isinstance(received[0].message, protocol.Batch)
+    assert len(received[0].message.payload) == BIG_VALUE
+    assert peak < 1.3 * len(data), f"{peak} bytes held at once parsing a {len(data)}-byte message"

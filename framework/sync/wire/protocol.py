@@ -12,6 +12,7 @@ different versions can always tell each other why they cannot talk.
 from __future__ import annotations
 
 import hmac
+import io
 import struct
 import uuid
 import zlib
@@ -25,6 +26,7 @@ import construct as cs
 from construct import this
 
 from salesmgr.errors import ProtocolError, VersionMismatch
+from salesmgr.pieces import Window
 
 MAGIC = b"SMSY"
 VERSION = 1
@@ -448,8 +450,11 @@ COMPILED_ERROR = COMPILED[VERSION][MessageType.ERROR]  # the frozen layout, for 
 # --- building and reading --------------------------------------------------------------------
 
 
-def tag_of(key: bytes, header: bytes, body: bytes) -> bytes:
-    return hmac.new(key, header + body, sha256).digest()
+def tag_of(key: bytes, header: bytes, body: bytes | memoryview) -> bytes:
+    """HMAC-SHA256 of header and body, without joining them (a copy of the body)."""
+    mac = hmac.new(key, header, sha256)
+    mac.update(body)
+    return mac.digest()
 
 
 def build(message: Message, seq: int, key: bytes | None = None, version: int = VERSION) -> bytes:
@@ -495,7 +500,9 @@ def parse(data: bytes, key: bytes | None = None, parser: Any = None) -> Received
         raise ProtocolError(f"declared body length {length} is impossible")
     if len(data) != expected:
         raise ProtocolError(f"message of {len(data)} bytes, its envelope says {expected}")
-    body = data[ENVELOPE_SIZE : ENVELOPE_SIZE + length]
+    # A view, not a copy: checking and parsing a message costs its parsed fields, not the
+    # message again (a copy of the body, then of header and body to check the tag).
+    body = memoryview(data)[ENVELOPE_SIZE : ENVELOPE_SIZE + length]
     if zlib.crc32(body) != crc:
         raise ProtocolError("damaged message (checksum mismatch)")
     if sealed:
@@ -506,7 +513,8 @@ def parse(data: bytes, key: bytes | None = None, parser: Any = None) -> Received
             raise ProtocolError("message failed its authentication check (tampered with?)")
     if version != VERSION:
         if type_code == MessageType.ERROR:
-            return Received(seq, parse_body(MessageType.ERROR, body, COMPILED_ERROR), sealed)
+            return Received(seq, parse_body(MessageType.ERROR, data, length, COMPILED_ERROR),
+                            sealed)
         raise VersionMismatch(
             f"the peer speaks sync protocol {version}, this salesmgr speaks {VERSION}", version
         )
@@ -515,12 +523,16 @@ def parse(data: bytes, key: bytes | None = None, parser: Any = None) -> Received
     except ValueError:
         raise ProtocolError(f"unknown message type {type_code}") from None
     table = parser or COMPILED[VERSION]
-    return Received(seq, parse_body(message_type, body, table[message_type]), sealed)
+    return Received(seq, parse_body(message_type, data, length, table[message_type]), sealed)
 
 
-def parse_body(message_type: MessageType, body: bytes, parser: Any) -> Message:
+def parse_body(message_type: MessageType, data: bytes, length: int, parser: Any) -> Message:
+    """The message whose ``length``-byte body follows the envelope in ``data``, parsed in
+    place: a BytesIO shares ``data``, and the window keeps the parser inside the body."""
+    stream = io.BytesIO(data)
+    stream.seek(ENVELOPE_SIZE)
     try:
-        parsed = parser.parse(body)
+        parsed = parser.parse_stream(Window(stream, length))
         return MESSAGES[message_type].from_body(parsed)
     except MALFORMED:
         raise ProtocolError(f"malformed {message_type.name} message") from None
