@@ -235,7 +235,9 @@ def sync(
     """Pull the device's changes into FILE, merge, and send back what the device lacks.
 
     Only what changed since the two last met crosses the link; the desktop file is saved before
-    the device gets anything, so an interrupted sync is finished by the next one."""
+    the device gets anything, so an interrupted sync is finished by the next one.  Over
+    folder://, entries of the folder that are refused (too large, unsealed, damaged) are left in
+    place and named; the exit status is then 8 if the rest was synced, 7 if nothing was."""
     config = site_config_of(file, config_path)
     results = sync_device(
         file, config, url, policy, dry_run, allow_mass_change, secret, timeout,
