@@ -25,8 +25,8 @@ from salesmgr.cli.views import (
     json_document,
     make_console,
     output_mode,
+    plain_columns,
     plain_line,
-    plain_records,
     plain_table,
     plugin_rows,
     record_json,
@@ -40,7 +40,7 @@ from salesmgr.model.localized import canonical_locale, environment_locale, parse
 from salesmgr.model.pipeline import Pipeline, Record
 from salesmgr.plugin.hookspecs import hookimpl
 from salesmgr.plugin.manager import get_registry
-from salesmgr.reports import SORT_KEYS, select, value_totals
+from salesmgr.reports import SORT_KEYS, Filters, select, select_columns, value_totals
 from salesmgr.storage import create_pipeline, editing_pipeline, open_pipeline
 
 OPPORTUNITY = "opportunity"
@@ -305,27 +305,29 @@ def list_(
             before = parse_day(due_before, pipeline.locale)
         except ValueError as problem:
             raise ValidationError(f"--due-before: {problem}") from None
-    records = select(pipeline, search=search, stage=wanted, owner=owner, due_before=before,
-                     sort=sort)
+    filters = Filters(search=search, stage=wanted, owner=owner, due_before=before, sort=sort)
     mode = output_mode(as_json)
-    if mode == "json":
-        sys.stdout.flush()
-        write_json_array(map(RecordJson(rtype).encodable, records), sys.stdout.buffer)
-        sys.stdout.buffer.flush()
+    if mode != "table":  # every record: read as columns, no Record object made for each
+        chosen, order = select_columns(pipeline, **filters)
+        if mode == "json":
+            objects = RecordJson(rtype).objects(chosen)
+            sys.stdout.flush()
+            write_json_array(map(objects.__getitem__, order), sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        else:
+            click.echo(plain_columns(chosen, LIST_COLUMNS, order), nl=False)
         return
-    if mode == "plain":
-        click.echo(plain_records(records, LIST_COLUMNS), nl=False)
-    else:
-        # Only the rows a table shows are built: a terminal gets the first TABLE_ROW_LIMIT.
-        rows = record_rows(records[:TABLE_ROW_LIMIT], LIST_COLUMNS)
-        noun = "opportunity" if len(records) == 1 else "opportunities"
-        title = f"{pipeline.name or storage.label(file)}: {len(records):,} {noun}"
-        totals = [{"id": "total", "value": f"{amount:f}", "currency": currency}
-                  for currency, amount in value_totals(pipeline, records).items()]
-        console = make_console()
-        console.print(rich_table(LIST_COLUMNS, rows, title=title, total=len(records),
-                                 totals=[[t.get(c, "") for c in LIST_COLUMNS] for t in totals],
-                                 width=console.width))
+    records = select(pipeline, **filters)
+    # Only the rows a table shows are built: a terminal gets the first TABLE_ROW_LIMIT.
+    shown = record_rows(records[:TABLE_ROW_LIMIT], LIST_COLUMNS)
+    noun = "opportunity" if len(records) == 1 else "opportunities"
+    title = f"{pipeline.name or storage.label(file)}: {len(records):,} {noun}"
+    totals = [{"id": "total", "value": f"{amount:f}", "currency": currency}
+              for currency, amount in value_totals(pipeline, records).items()]
+    console = make_console()
+    console.print(rich_table(LIST_COLUMNS, shown, title=title, total=len(records),
+                             totals=[[t.get(c, "") for c in LIST_COLUMNS] for t in totals],
+                             width=console.width))
 
 
 @click.command("show")

@@ -21,14 +21,16 @@ default it; a deal without a value counts with value 0.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any, Literal
+from operator import methodcaller
+from typing import Any, Literal, Protocol, TypedDict, Unpack
 
 from salesmgr.errors import ValidationError
 from salesmgr.model.pipeline import Pipeline, Record
+from salesmgr.model.record_table import LiveColumns
 
 OPPORTUNITY = "opportunity"
 GroupBy = Literal["stage", "month", "owner"]
@@ -52,11 +54,15 @@ def money_2dp(amount: Decimal) -> Decimal:
     return amount.quantize(CENT, rounding=ROUND_HALF_UP)
 
 
-def amount_of(record: Record) -> Decimal:
+def amount_in(text: str | None) -> Decimal:
     try:
-        return Decimal(record.values.get("value") or "0")
+        return Decimal(text or "0")
     except InvalidOperation:  # written by a foreign version: it is worth nothing we can add
         return Decimal(0)
+
+
+def amount_of(record: Record) -> Decimal:
+    return amount_in(record.values.get("value"))
 
 
 def probability_of(record: Record) -> int:
@@ -228,8 +234,7 @@ class AgendaItem:
         }
 
 
-def due_date(record: Record) -> date | None:
-    text = record.values.get("next_action_date")
+def day_of(text: str | None) -> date | None:
     if not text:
         return None
     try:
@@ -238,8 +243,16 @@ def due_date(record: Record) -> date | None:
         return None
 
 
+def due_date(record: Record) -> date | None:
+    return day_of(record.values.get("next_action_date"))
+
+
+def owner_matches(text: str, owner: str) -> bool:
+    return text.casefold() == owner.casefold()
+
+
 def same_owner(record: Record, owner: str | None) -> bool:
-    return owner is None or record.values.get("owner", "").casefold() == owner.casefold()
+    return owner is None or owner_matches(record.values.get("owner", ""), owner)
 
 
 def agenda(
@@ -290,16 +303,40 @@ def fold(text: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
-def matches_search(record: Record, words: list[str]) -> bool:
-    values = record.values
-    haystack = fold("\n".join(values.get(name, "") for name in SEARCHED))
+class Rows(Protocol):
+    """Records as columns (`LiveColumns`, or `RecordRows` over a list of records): what
+    `select` filters and sorts, so a listing of every record needs no `Record` objects."""
+
+    ids: list[str]
+
+    def column(self, name: str) -> Sequence[str | None]: ...
+
+
+class RecordRows:
+    """`Rows` over a list of records."""
+
+    def __init__(self, records: Sequence[Record]) -> None:
+        self.ids = [record.id for record in records]
+        self.values = [record.values for record in records]
+
+    def column(self, name: str) -> list[str | None]:
+        return list(map(methodcaller("get", name), self.values))
+
+
+def text_matches(texts: Iterable[str], words: list[str]) -> bool:
+    """Whether every (folded) word is in one of ``texts``."""
+    haystack = fold("\n".join(texts))
     return all(word in haystack for word in words)
 
 
-def sort_value(record: Record, key: str) -> Any:
-    text = record.values.get(key, "")
+def matches_search(record: Record, words: list[str]) -> bool:
+    return text_matches((record.values.get(name, "") for name in SEARCHED), words)
+
+
+def sort_value_of(text: str, key: str) -> Any:
+    """How a value of the sort key ``key`` compares."""
     if key == "value":
-        return amount_of(record)
+        return amount_in(text)
     if key == "probability":
         return int(text) if text.isdigit() else 0
     if key == "stage":
@@ -307,28 +344,70 @@ def sort_value(record: Record, key: str) -> Any:
     return fold(text)
 
 
-def sorted_records(records: list[Record], sort: str | None) -> list[Record]:
-    """By company then title (the default), or by ``sort`` (``-`` in front: descending), then
-    company and title; records without the sort field come last."""
-    by_company = sorted(
-        records,
-        key=lambda r: (fold(r.values.get("company", "")), fold(r.values.get("title", "")), r.id),
-    )
-    if sort is None or sort in ("company", ""):
-        return by_company
-    descending = sort.startswith("-")
-    key = sort.removeprefix("-").replace("-", "_")
-    if key not in SORT_KEYS:
-        raise ValidationError(f"cannot sort by {sort!r} (one of {', '.join(SORT_KEYS)}; "
-                              "put - in front to sort descending)")
-    present = [r for r in by_company if r.values.get(key)]
-    missing = [r for r in by_company if not r.values.get(key)]
-    if key == "stage":
-        order = stage_order(declared_stages())
-        present.sort(key=lambda r: order(r.values["stage"]), reverse=descending)
-    else:
-        present.sort(key=lambda r: sort_value(r, key), reverse=descending)
+def folded(texts: Sequence[str | None]) -> list[str]:
+    """`fold` of each text ("" for none), each distinct text folded once."""
+    memo = {text: fold(text or "") for text in set(texts)}
+    return list(map(memo.__getitem__, texts))
+
+
+def sorted_order(rows: Rows, chosen: Iterable[int], sort: str | None) -> list[int]:
+    """The rows ``chosen``, by company then title (the default), or by ``sort`` (``-`` in
+    front: descending), then company and title; rows without the sort field come last."""
+    if sort not in (None, "company", ""):
+        descending = sort.startswith("-")
+        key = sort.removeprefix("-").replace("-", "_")
+        if key not in SORT_KEYS:
+            raise ValidationError(f"cannot sort by {sort!r} (one of {', '.join(SORT_KEYS)}; "
+                                  "put - in front to sort descending)")
+    # (company, title, id) as three stable sorts, least significant first: no key tuples.
+    order = sorted(chosen, key=rows.ids.__getitem__)
+    order.sort(key=folded(rows.column("title")).__getitem__)
+    order.sort(key=folded(rows.column("company")).__getitem__)
+    if sort in (None, "company", ""):
+        return order
+    texts = rows.column(key)
+    present = [i for i in order if texts[i]]
+    missing = [i for i in order if not texts[i]]
+    memo = {text: sort_value_of(text or "", key) for text in set(map(texts.__getitem__, present))}
+    present.sort(key=lambda i: memo[texts[i]], reverse=descending)
     return present + missing
+
+
+def sorted_records(records: list[Record], sort: str | None) -> list[Record]:
+    """``records`` in `sorted_order`."""
+    return [records[i] for i in sorted_order(RecordRows(records), range(len(records)), sort)]
+
+
+class Filters(TypedDict, total=False):
+    """What `select` and `select_columns` filter and sort by (see `select`)."""
+
+    search: str | None
+    stage: str | None
+    owner: str | None
+    due_before: date | None
+    sort: str | None
+
+
+def chosen_rows(rows: Rows, **filters: Unpack[Filters]) -> list[int]:
+    """The rows that match every filter given (see `select`), in `sorted_order`."""
+    search, stage, owner = filters.get("search"), filters.get("stage"), filters.get("owner")
+    due_before = filters.get("due_before")
+    chosen: Iterable[int] = range(len(rows.ids))
+    if stage is not None:
+        wanted, stages = stage.casefold(), rows.column("stage")
+        chosen = [i for i in chosen if (stages[i] or "").casefold() == wanted]
+    if owner is not None:
+        owners = rows.column("owner")
+        chosen = [i for i in chosen if owner_matches(owners[i] or "", owner)]
+    if due_before is not None:
+        dues = rows.column("next_action_date")
+        chosen = [i for i in chosen if (day := day_of(dues[i])) is not None and day < due_before]
+    words = fold(search).split() if search else []
+    if words:
+        searched = [rows.column(name) for name in SEARCHED]
+        chosen = [i for i in chosen
+                  if text_matches((texts[i] or "" for texts in searched), words)]
+    return sorted_order(rows, chosen, filters.get("sort"))
 
 
 def select(
@@ -346,20 +425,20 @@ def select(
     - ``stage``: the stage, case ignored; ``owner``: the owner, case ignored;
     - ``due_before``: the next action is due before this day (not on it).
     """
-    words = fold(search).split() if search else []
-    wanted_stage = stage.casefold() if stage is not None else None
-    chosen = []
-    for record in pipeline.live(OPPORTUNITY):
-        values = record.values
-        if wanted_stage is not None and values.get("stage", "").casefold() != wanted_stage:
-            continue
-        if not same_owner(record, owner):
-            continue
-        if due_before is not None:
-            due = due_date(record)
-            if due is None or due >= due_before:
-                continue
-        if words and not matches_search(record, words):
-            continue
-        chosen.append(record)
-    return sorted_records(chosen, sort)
+    records = list(pipeline.live(OPPORTUNITY))
+    order = chosen_rows(RecordRows(records), search=search, stage=stage, owner=owner,
+                        due_before=due_before, sort=sort)
+    return [records[i] for i in order]
+
+
+def select_columns(
+    pipeline: Pipeline, **filters: Unpack[Filters]
+) -> tuple[LiveColumns, list[int]]:
+    """`select` as columns, for listing every record of a big pipeline without making a
+    `Record` of each: the live opportunities as `LiveColumns`, and the rows `select` picks, in
+    its order (a caller permutes what it made of each row once, not every column)."""
+    rows = pipeline.live_columns(OPPORTUNITY)
+    order = chosen_rows(rows, **filters)
+    if len(order) * 2 < len(rows):  # a filter left few: only those rows are worth keeping
+        return rows.take(order), list(range(len(order)))
+    return rows, order

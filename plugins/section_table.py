@@ -20,14 +20,16 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from functools import partial
 from itertools import accumulate, compress, repeat
-from operator import mul, sub
+from operator import itemgetter, mul, not_, sub
 from typing import Any
 
 from salesmgr.model.pipeline import MAX_CLOCK_MS, MIN_CLOCK_MS, Dot, Record
+from salesmgr.model.record_table import LiveColumns
 
 ABSENT = 0xFFFFFFFF  # column length meaning "this record has no value for this field"
 DELETED_FLAG = 0x01  # the only record flag of version 1; the other bits must be 0
 DOT = struct.Struct("<IQq")  # replica index, counter, wall clock in ms
+DOT_CLOCK = struct.Struct("<12xq")  # a dot's wall clock alone
 OVERRIDE = struct.Struct("<IIQq")  # record index, then a DOT
 U32 = "I" if array("I").itemsize == 4 else "L"
 I32 = "i" if array("i").itemsize == 4 else "l"
@@ -295,6 +297,31 @@ class SectionTable:
 
     def live_count(self) -> int:
         return self.flags.count(0)
+
+    def live_columns(self, skip: set[int]) -> LiveColumns:
+        keep: list[bool] = list(map(not_, self.flags))
+        for index in skip:
+            keep[index] = False
+        created = list(map(itemgetter(0), DOT_CLOCK.iter_unpack(self.dots)))
+        changed = list(created)
+        for index, edited in self.edits.items():
+            changed[index] = max(changed[index], *(d.at for d in edited.values()))
+        texts: dict[str, list[str | None]] = {}
+        for column in self.columns:
+            present, found = column.texts()
+            if present is None:
+                texts[column.name] = list(compress(found, keep))
+                continue
+            full: list[str | None] = [None] * self.count
+            for index, text in zip(present, found, strict=True):
+                full[index] = text
+            live = list(compress(full, keep))
+            if live.count(None) != len(live):  # not a column of versions alone (``_deleted``)
+                texts[column.name] = live
+        return LiveColumns(
+            list(compress(self.id_list(), keep)), texts, list(compress(created, keep)),
+            list(compress(changed, keep)),
+        )
 
     def deleted_as_read(self, index: int) -> bool:
         return bool(self.flags[index])

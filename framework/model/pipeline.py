@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from salesmgr.errors import UnknownRecordError, ValidationError
 from salesmgr.model.fields import RecordType
-from salesmgr.model.record_table import RecordSource, RecordTable
+from salesmgr.model.record_table import LiveColumns, RecordSource, RecordTable
 
 DELETED = "_deleted"  # pseudo-field whose dot says when a record was deleted or brought back
 # Hidden field "~notes" remembers the text a free-text field was edited from, so two concurrent
@@ -44,11 +44,16 @@ class Dot(NamedTuple):
     at: int = 0  # milliseconds since the epoch on the writer's clock; never trusted for order
 
     def when(self) -> str:
-        """The clock as ISO 8601 (UTC); one out of `MIN_CLOCK_MS`..`MAX_CLOCK_MS`, which no file
-        read can hold, is shown as its number rather than crashing a listing."""
-        if not MIN_CLOCK_MS <= self.at <= MAX_CLOCK_MS:
-            return f"{self.at} ms (out of the calendar)"
-        return datetime.fromtimestamp(self.at / 1000, UTC).isoformat(timespec="seconds")
+        """The clock as ISO 8601 (UTC) (see `clock_text`)."""
+        return clock_text(self.at)
+
+
+def clock_text(at: int) -> str:
+    """A wall clock (ms) as ISO 8601 (UTC); one out of `MIN_CLOCK_MS`..`MAX_CLOCK_MS`, which no
+    file read can hold, is shown as its number rather than crashing a listing."""
+    if not MIN_CLOCK_MS <= at <= MAX_CLOCK_MS:
+        return f"{at} ms (out of the calendar)"
+    return datetime.fromtimestamp(at / 1000, UTC).isoformat(timespec="seconds")
 
 
 class Record:
@@ -248,6 +253,13 @@ class Pipeline:
         for record in found:
             if not record.deleted and (kind is None or record.kind == kind):
                 yield record
+
+    def live_columns(self, kind: str) -> LiveColumns:
+        """The live records of one type as columns (`LiveColumns`): what a listing of every
+        record reads, without making a `Record` of each one read from a file."""
+        if isinstance(self.records, RecordTable):
+            return self.records.live_columns(kind)
+        return LiveColumns.of_records(list(self.live(kind)))
 
     def live_count(self) -> int:
         """How many records are not deleted (read from the file's flags where it can)."""

@@ -11,12 +11,72 @@ save can tell what changed and copy the bytes of the rest (see the pipeline code
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, MutableMapping
-from itertools import compress
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from itertools import compress, repeat
+from operator import methodcaller
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from salesmgr.model.pipeline import Record
+
+
+@dataclass
+class LiveColumns:
+    """Live records of one type as columns, for what reads every record (a listing, an export):
+    row ``i`` of each list is one record, and no `Record` nor dict of values is made for it.
+
+    ``texts`` holds one list per field some row has (None where a row has no value);
+    ``created_at`` and ``changed_at`` are the wall clocks (ms) of each record's creation and of
+    its newest write."""
+
+    ids: list[str] = field(default_factory=list)
+    texts: dict[str, list[str | None]] = field(default_factory=dict)
+    created_at: list[int] = field(default_factory=list)
+    changed_at: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def column(self, name: str) -> list[str | None]:
+        found = self.texts.get(name)
+        return found if found is not None else [None] * len(self.ids)
+
+    def take(self, rows: Sequence[int]) -> LiveColumns:
+        """The rows at ``rows``, in that order."""
+        return LiveColumns(
+            list(map(self.ids.__getitem__, rows)),
+            {name: list(map(texts.__getitem__, rows)) for name, texts in self.texts.items()},
+            list(map(self.created_at.__getitem__, rows)),
+            list(map(self.changed_at.__getitem__, rows)),
+        )
+
+    @classmethod
+    def of_records(cls, records: Sequence[Record]) -> LiveColumns:
+        values = [record.values for record in records]
+        names: set[str] = set().union(*values)
+        return cls(
+            [record.id for record in records],
+            {name: list(map(methodcaller("get", name), values)) for name in sorted(names)},
+            [record.dot.at for record in records],
+            [max(d.at for d in record.dots()) for record in records],
+        )
+
+    @classmethod
+    def joined(cls, parts: Sequence[LiveColumns]) -> LiveColumns:
+        if len(parts) == 1:
+            return parts[0]
+        whole = cls()
+        names = sorted(set().union(*(part.texts for part in parts)))
+        whole.texts = {name: [] for name in names}
+        for part in parts:
+            whole.ids += part.ids
+            whole.created_at += part.created_at
+            whole.changed_at += part.changed_at
+            for name in names:
+                found = part.texts.get(name)
+                whole.texts[name] += found if found is not None else repeat(None, len(part))
+        return whole
 
 
 class RecordSource(Protocol):
@@ -50,6 +110,10 @@ class RecordSource(Protocol):
         ...
 
     def deleted_as_read(self, index: int) -> bool:
+        ...
+
+    def live_columns(self, skip: set[int]) -> LiveColumns:
+        """The records not deleted as read, as columns, leaving out the indexes in ``skip``."""
         ...
 
     def newer_than(self, since: Mapping[str, int]) -> list[int]:
@@ -184,6 +248,21 @@ class RecordTable(MutableMapping[str, "Record"]):
                 found.extend(r for _, r in self.made(number) if r.kind == kind)
         found.extend(r for r in self.added.values() if r.kind == kind)
         return found
+
+    def live_columns(self, kind: str) -> LiveColumns:
+        """The live records of one type as columns (see `LiveColumns`): the sections of that
+        type are read column by column, and only the records made or added so far are asked
+        for their values."""
+        parts: list[LiveColumns] = []
+        records: list[Record] = []
+        for number, source in enumerate(self.sources):
+            if source.kind == kind:
+                parts.append(source.live_columns(self.touched[number]))
+            records.extend(r for _, r in self.made(number) if r.kind == kind and not r.deleted)
+        records.extend(r for r in self.added.values() if r.kind == kind and not r.deleted)
+        if records or not parts:
+            parts.append(LiveColumns.of_records(records))
+        return LiveColumns.joined(parts)
 
     # -- answered from the bytes -------------------------------------------------------------
     def live_count(self) -> int:
