@@ -15,7 +15,7 @@ import click
 from salesmgr import storage
 from salesmgr.cli.group import PIPELINE
 from salesmgr.cli.site_config import SiteConfig, find_site_config, resolve_secret
-from salesmgr.errors import ConfigError
+from salesmgr.errors import ConfigError, Interrupted
 from salesmgr.model.pipeline import Pipeline
 from salesmgr.plugin.hookspecs import hookimpl
 from salesmgr.plugin.interfaces import Link, MailboxTransport
@@ -170,25 +170,33 @@ def sync_device(
     file is locked throughout, so no edit can slip in between reading and saving it."""
     policy = policy or config.policy or "field-merge"
     get_registry().policy(policy)  # an unknown policy fails before connecting
-    with storage.exclusive(file):
-        desktop = open_pipeline(file)
-        box = drop_box(config, url, secret, timeout)
-        how: dict[str, Any] = {
-            "save": lambda pipeline: save_pipeline(pipeline, file),
-            "policy": policy, "dry_run": dry_run, "allow_mass_change": allow_mass_change,
-        }
-        if box is not None:
+    saved: list[str] = []  # the desktop's save is what Ctrl-C must report on
+
+    def save(pipeline: Pipeline) -> None:
+        save_pipeline(pipeline, file)
+        saved.append(str(file))
+
+    how: dict[str, Any] = {
+        "save": save, "policy": policy, "dry_run": dry_run, "allow_mass_change": allow_mass_change,
+    }
+    try:
+        with storage.exclusive(file):
+            desktop = open_pipeline(file)
+            box = drop_box(config, url, secret, timeout)
+            if box is not None:
+                try:
+                    return box.sync(desktop, **how)
+                finally:
+                    box.mailbox.close()
+            link, secret, timeout = connect(config, url, secret, timeout, "--from")
             try:
-                return box.sync(desktop, **how)
+                with watch(link, desktop):
+                    result = DesktopSession(link, secret, timeout=timeout).sync(desktop, **how)
             finally:
-                box.mailbox.close()
-        link, secret, timeout = connect(config, url, secret, timeout, "--from")
-        try:
-            with watch(link, desktop):
-                result = DesktopSession(link, secret, timeout=timeout).sync(desktop, **how)
-        finally:
-            link.close()
-        return [result]
+                link.close()
+            return [result]
+    except KeyboardInterrupt:
+        raise interrupted(file, saved=bool(saved)) from None
 
 
 @click.command("load")
@@ -257,6 +265,20 @@ def pair() -> None:
     desktop's SALESMGR_SECRET (or the variable its salesmgr.toml names).  Secrets weaker than
     128 bits are refused by every command (docs/integrators.md, "Security model")."""
     click.echo(auth.new_secret())
+
+
+def interrupted(file: str | Path, *, saved: bool) -> Interrupted:
+    """Ctrl-C during a sync: say whether the device's changes are already in the desktop file
+    (it is saved before anything is sent back) and that the next sync finishes the rest."""
+    if saved:
+        return Interrupted(
+            f"interrupted after {file} was saved: it already holds the device's changes; the "
+            "device may not have all of the merge yet, and the next sync finishes the rest"
+        )
+    return Interrupted(
+        f"interrupted before {file} was saved: nothing changed on this side; the next sync "
+        "starts over"
+    )
 
 
 commands = [load, sync, pair]

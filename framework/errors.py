@@ -100,6 +100,12 @@ class PartlySynced(SyncError):
     exit_code = 8
 
 
+class Interrupted(SalesmgrError):
+    """The user stopped a command (Ctrl-C); the message says what was already written."""
+
+    exit_code = 130  # as a shell reports a command stopped by SIGINT
+
+
 class AcceptTimeout(SyncError, TimeoutError):
     """No desktop came within the time given (a TimeoutError, as a socket's accept raises)."""
 

@@ -26,10 +26,11 @@ from salesmgr.plugin.manager import get_registry
 from salesmgr.sync.device_file import DeviceFile
 from salesmgr.sync.results import SessionResult
 from salesmgr.sync.session import DesktopSession
+from salesmgr.sync.wire import auth
 from salesmgr.testing.compare import user_data
 from salesmgr.testing.faults import Faults
 
-SECRET = "fault-tolerant"
+SECRET = auth.new_secret()  # as strong as `salesmgr pair` prints
 LOOPBACK = "tcp://127.0.0.1:0"
 
 
@@ -193,7 +194,8 @@ def test_a_cut_on_the_device_side_at_any_byte_is_finished_by_the_next_sync(
     offset = data.draw(offsets, label="disconnect after")
     evening.reset()
     cut = sync(evening, device_faults=Faults(disconnect_after=offset))
-    assert isinstance(cut, SyncError) or offset >= evening.device_wrote
+    # A cut in the device's ACK leaves a desktop that finished everything but the last word.
+    assert isinstance(cut, SyncError) or cut.unconfirmed or offset >= evening.device_wrote
     note_phase(evening)
     assert isinstance(sync(evening), SessionResult)
     assert_converged(evening)
@@ -207,7 +209,7 @@ def test_a_cut_on_the_desktop_side_at_any_byte_is_finished_by_the_next_sync(
     offset = data.draw(st.integers(0, evening.desktop_wrote), label="disconnect after")
     evening.reset()
     cut = sync(evening, desktop_faults=Faults(disconnect_after=offset))
-    assert isinstance(cut, SyncError) or offset >= evening.desktop_wrote
+    assert isinstance(cut, SyncError) or cut.unconfirmed or offset >= evening.desktop_wrote
     note_phase(evening)
     assert isinstance(sync(evening), SessionResult)
     assert_converged(evening)
@@ -223,7 +225,7 @@ def test_a_damaged_byte_is_caught_and_the_next_sync_converges(
     offset = data.draw(st.integers(0, evening.device_wrote - 1), label="corrupt at")
     evening.reset()
     damaged = sync(evening, device_faults=Faults(corrupt_at=offset), timeout=0.5)
-    assert isinstance(damaged, SyncError), "a flipped byte went unnoticed"
+    assert isinstance(damaged, SyncError) or damaged.unconfirmed, "a flipped byte went unnoticed"
     assert isinstance(sync(evening), SessionResult)
     assert_converged(evening)
 

@@ -21,6 +21,8 @@ class SessionResult:
     report: MergeReport | None = None
     mass_change: str | None = None  # a dry run that a real sync would refuse
     committed: bool = False  # the device saved what it received
+    # The sync was finished on this side but the device's acknowledgement did not arrive: why.
+    unconfirmed: str = ""
     saved: bool = False  # this end wrote its file
     records_received: int = 0
     records_sent: int = 0
@@ -55,6 +57,12 @@ class SessionResult:
             out.append(f"slow sync (full comparison): {self.slow}")
         if self.mass_change:
             out.append(f"a real sync would stop: {self.mass_change}")
+        if self.unconfirmed:
+            out.append(
+                f"the device's confirmation did not arrive ({self.unconfirmed}): this desktop "
+                "holds everything; the device may not have saved its part yet, and the next "
+                "sync confirms it (and sends it whatever it still lacks)"
+            )
         if self.dry_run:
             out.append("dry run: nothing was written on either side")
         out.append(self.traffic())
@@ -69,6 +77,7 @@ class SessionResult:
             "slow_sync": self.slow or None,
             "mass_change": self.mass_change,
             "committed": self.committed,
+            "confirmed": self.committed or not self.unconfirmed,
             "saved": self.saved,
             "records_received": self.records_received,
             "records_sent": self.records_sent,

@@ -26,8 +26,12 @@ from typing import Any
 
 from salesmgr import __version__
 from salesmgr.errors import (
+    ErrorCode,
+    PeerError,
     ProtocolError,
     SalesmgrError,
+    SessionError,
+    SyncError,
 )
 from salesmgr.merge.engine import (
     Delta,
@@ -159,7 +163,18 @@ class DesktopSession(_Session):
         self._finish()
 
     def _finish(self) -> None:
-        ack = self.channel.receive(Ack)
+        try:
+            ack = self.channel.receive(Ack)
+        except PeerError:
+            raise  # the device said why it stopped: it did not commit
+        except SyncError as lost:
+            if self.result.mode != "sync":
+                raise
+            # Everything was merged, saved here and sent: only the last word is missing.  The
+            # device saved its part or not; either way the next sync finishes without loss.
+            self.result.unconfirmed = str(lost)
+            self.events("committed", records=self.result.records_sent, confirmed=False)
+            return
         if not ack.committed:
             raise ProtocolError("the device did not commit what it received")
         self.result.committed = True
