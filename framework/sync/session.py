@@ -26,11 +26,9 @@ from typing import Any
 
 from salesmgr import __version__
 from salesmgr.errors import (
-    ErrorCode,
     PeerError,
     ProtocolError,
     SalesmgrError,
-    SessionError,
     SyncError,
 )
 from salesmgr.merge.engine import (
