@@ -455,11 +455,7 @@ def apply_outcome(
 ) -> None:
     name = item.field
     hidden = BASE_PREFIX + name
-    suspect = item.desktop_dot if outcome.take == "desktop" else item.device_dot
-    if outcome.take in ("desktop", "device") and suspect.replica in session.untrusted:
-        # A version that may have been minted twice is replaced by a fresh one.
-        value = item.desktop_value if outcome.take == "desktop" else item.device_value
-        outcome = FieldOutcome("merged", value)
+    outcome = as_new_version(session, item, outcome)
     if outcome.take == "desktop":
         return
     if outcome.take == "device":
@@ -478,6 +474,26 @@ def apply_outcome(
             set_field(mine, hidden, None, dot)
         return
     raise MergeError(f"unknown outcome {outcome.take!r} for field {name!r}")
+
+
+def as_new_version(session: MergeSession, item: FieldMerge, outcome: FieldOutcome) -> FieldOutcome:
+    """Taking one side's version as it is, or as a new version of the desktop's minting.
+
+    A choice between two concurrent, different versions is new work: another pair of replicas
+    may choose the other way (a policy that favours the desktop, a line merge that puts the
+    desktop's lines first), and a replica holding one version while knowing the other would
+    never again hear of the other choice.  The chosen value gets a version of its own, causally
+    after both, so that two different choices meet later as concurrent versions and are
+    decided once more.  Likewise a version that may have been minted twice (a restored
+    replica's) is replaced by a fresh one."""
+    if outcome.take not in ("desktop", "device"):
+        return outcome
+    value = item.desktop_value if outcome.take == "desktop" else item.device_value
+    kept = item.desktop_dot if outcome.take == "desktop" else item.device_dot
+    chosen = item.concurrent and item.desktop_value != item.device_value
+    if chosen or kept.replica in session.untrusted:
+        return FieldOutcome("merged", value, outcome.open, outcome.note)
+    return outcome
 
 
 def set_field(record: Record, name: str, value: str | None, dot: Dot) -> None:
@@ -502,6 +518,7 @@ def settle_deletion(
     desktop_deleted = mine.deleted
     if decided is not None:
         item, outcome = decided
+        outcome = as_new_version(session, item, outcome)
         if outcome.take == "device":
             mine.deleted = theirs.deleted
             set_field(mine, DELETED, None, theirs.dot_of(DELETED))

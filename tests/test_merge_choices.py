@@ -1,0 +1,102 @@
+"""A choice between two concurrent versions is a version of its own.
+
+When two replicas changed a field concurrently, the merge chooses (a policy that favours one
+side, a line merge that puts the desktop's lines first).  Another pair of replicas may meet the
+same two versions and choose the other way.  If a choice kept the chosen version's identity,
+each side would end up holding one version while knowing the other, and no later merge would
+ever bring them together: the office would disagree for good, silently.  These are the smallest
+offices in which that happened (found by the stateful office test)."""
+
+from __future__ import annotations
+
+import copy
+
+from salesmgr.merge.engine import merge_files
+from salesmgr.model.pipeline import Pipeline
+from salesmgr.plugin.manager import get_registry
+from salesmgr.testing.compare import user_data
+
+OPPORTUNITY = get_registry().record_type("opportunity")
+
+
+def office(*names: str) -> tuple[dict[str, Pipeline], str]:
+    """Replicas of one pipeline with one deal, all in agreement; and the deal's id."""
+    origin = Pipeline.create("Shared", "ann", "EUR")
+    deal, _ = origin.add(OPPORTUNITY, {"company": "Acme", "title": "Fleet", "notes": "start"})
+    replicas = {}
+    for name in names:
+        replicas[name] = copy.deepcopy(origin)
+        replicas[name].fork(f"test:{name}")
+    return replicas, deal.id
+
+
+def edit(replica: Pipeline, deal: str, **fields: str) -> None:
+    replica.update(OPPORTUNITY, deal, fields)
+
+
+def value(replica: Pipeline, deal: str, field: str) -> str | None:
+    return replica.records[deal].values.get(field)
+
+
+def everyone_meets(replicas: dict[str, Pipeline]) -> None:
+    """Merge every pair until a whole round changes nothing; then all must agree."""
+    pairs = [(a, b) for a in sorted(replicas) for b in sorted(replicas) if a < b]
+    for _ in range(len(replicas) + 1):
+        if all([merge_files(replicas[a], replicas[b]).report.changes_nothing for a, b in pairs]):
+            break
+    first, *others = (user_data(r) for r in replicas.values())
+    assert all(other == first for other in others)
+
+
+def test_two_pairs_that_chose_differently_still_come_together() -> None:
+    replicas, deal = office("ann", "bob", "cat", "dan")
+    ann, bob, cat, dan = (replicas[n] for n in ("ann", "bob", "cat", "dan"))
+    edit(ann, deal, phone="555-0100")
+    edit(bob, deal, phone="555-0199")  # concurrent with ann's
+    merge_files(cat, ann)  # cat carries ann's number
+    merge_files(dan, bob)  # dan carries bob's
+    # The same two versions meet twice and the desktop's wins each time: opposite choices.
+    merge_files(cat, bob, policy="desktop-wins")
+    merge_files(dan, ann, policy="desktop-wins")
+    assert value(bob, deal, "phone") == "555-0100"
+    assert value(ann, deal, "phone") == "555-0199"
+
+    merge_files(ann, bob)
+    assert value(ann, deal, "phone") == value(bob, deal, "phone")
+    everyone_meets(replicas)
+
+
+def test_notes_merged_in_two_orders_come_together() -> None:
+    replicas, deal = office("ann", "bob", "cat", "dan")
+    ann, bob, cat, dan = (replicas[n] for n in ("ann", "bob", "cat", "dan"))
+    edit(cat, deal, notes="start\nvisit")
+    edit(dan, deal, notes="start\ncall back")  # a line added at the same place
+    cat_first, dan_first = copy.deepcopy(cat), copy.deepcopy(dan)
+    merge_files(cat, dan)  # cat's line first
+    merge_files(dan_first, cat_first)  # dan's line first: another merge of the same two texts
+    merge_files(ann, cat)
+    merge_files(bob, dan_first)
+    assert value(ann, deal, "notes") == "start\nvisit\ncall back"
+    assert value(bob, deal, "notes") == "start\ncall back\nvisit"
+    # Each merged text meets the other where the desktop's lines come first: opposite choices.
+    merge_files(cat, bob)
+    merge_files(dan_first, ann)
+    assert value(bob, deal, "notes") == "start\nvisit\ncall back"
+    assert value(ann, deal, "notes") == "start\ncall back\nvisit"
+
+    merge_files(ann, bob)
+    assert value(ann, deal, "notes") == value(bob, deal, "notes")
+    assert set(value(ann, deal, "notes").splitlines()) == {"start", "visit", "call back"}
+    replicas["dan"] = dan_first
+    everyone_meets(replicas)
+
+
+def test_a_choice_between_equal_values_needs_no_new_version() -> None:
+    office_, deal = office("ann", "bob")
+    ann, bob = office_["ann"], office_["bob"]
+    edit(ann, deal, stage="Won")
+    edit(bob, deal, stage="Won")  # the same value, written twice
+    result = merge_files(ann, bob)
+    assert result.report.conflicts == []
+    assert ann.records[deal].dot_of("stage") == bob.records[deal].dot_of("stage")
+    assert merge_files(ann, bob).report.changes_nothing
