@@ -24,6 +24,7 @@ from salesmgr.model.pipeline import Dot, Pipeline, Record
 from salesmgr.model.record_table import RecordTable
 from salesmgr.plugin.manager import get_registry
 from salesmgr.plugins.pipeline_codec import PipelineCodecV1
+from salesmgr.plugins.section_table import absent_count
 
 codec = PipelineCodecV1()
 SETTINGS = settings(
@@ -210,3 +211,13 @@ def test_a_record_without_values_or_source_says_so() -> None:
         assert "neither values nor a source" in str(problem)
     else:
         raise AssertionError("a record with nothing to read gave values")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.just(0xFFFFFFFF), st.integers(0, 0xFFFFFFFF),
+                          st.integers(0xFFFFFF00, 0xFFFFFFFE)), max_size=64))
+def test_absent_values_are_counted_from_the_length_table_bytes(lengths: list[int]) -> None:
+    """A column's "no value" lengths (0xFFFFFFFF) are counted on the bytes, four at a time,
+    never across two lengths (0xFFFFFF00 then 0xFFFFFFFF hold four 0xFF bytes astride)."""
+    raw = b"".join(n.to_bytes(4, "little") for n in lengths)
+    assert absent_count(raw) == lengths.count(0xFFFFFFFF)
