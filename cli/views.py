@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TextIO
 import msgspec
 
 from salesmgr.model.fields import FieldKind
-from salesmgr.model.pipeline import BASE_PREFIX, clock_text
+from salesmgr.model.pipeline import BASE_PREFIX, clock_texts
 from salesmgr.model.record_table import LiveColumns
 
 if TYPE_CHECKING:
@@ -63,14 +63,6 @@ def output_mode(as_json: bool, stream: TextIO | None = None) -> OutputMode:
 # -- JSON ---------------------------------------------------------------------------------
 
 
-class ClockTexts(dict[int, str]):
-    """Wall clock (ms) -> ISO text, each worked out once: records saved together share it."""
-
-    def __missing__(self, at: int) -> str:
-        text = self[at] = clock_text(at)
-        return text
-
-
 class RecordJson:
     """Turns records of one type into JSON objects: ``id``, every field of the type (null when
     empty), fields this installation does not know (as text; hidden merge bases left out), and
@@ -89,7 +81,6 @@ class RecordJson:
             if type(spec.kind).to_json is not FieldKind.to_json
         ]
         self.created_at = self.keys.index("created") if "created" in self.known else None
-        self.moments = ClockTexts()
         # The object as a msgspec Struct, made from a row in C and encoded several times faster
         # than a dict (fields in the object's key order).
         self.struct: type[msgspec.Struct] | None = None
@@ -109,12 +100,13 @@ class RecordJson:
             memo = {t: None if t is None else json_value(to_json, t) for t in set(texts)}
             cells[at] = list(map(memo.__getitem__, texts))
         if self.created_at is not None and None in cells[self.created_at]:
-            moments = self.moments
-            cells[self.created_at] = [
-                moments[at] if text is None else text
-                for text, at in zip(cells[self.created_at], rows.created_at, strict=True)
-            ]
-        cells.append(list(map(self.moments.__getitem__, rows.changed_at)))
+            made = cells[self.created_at]
+            missing = [i for i, text in enumerate(made) if text is None]
+            made = cells[self.created_at] = list(made)
+            for i, text in zip(missing, clock_texts(rows.created_at[i] for i in missing),
+                               strict=True):
+                made[i] = text
+        cells.append(clock_texts(rows.changed_at))
         extras = [name for name in rows.texts if name not in self.known and name != "id"
                   and not name.startswith(BASE_PREFIX)]
         if self.struct is not None and not extras and not as_dicts:

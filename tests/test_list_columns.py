@@ -16,11 +16,11 @@ from typing import Any
 import msgspec
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from strategies import pipelines, record_kinds
+from strategies import clocks, pipelines, record_kinds
 from test_lazy_records import apply, changes, encodable
 
 from salesmgr.cli.views import LIST_COLUMNS, RecordJson, plain_columns, plain_table, record_rows
-from salesmgr.model.pipeline import Pipeline, Record
+from salesmgr.model.pipeline import DAY_MS, Pipeline, Record, clock_text, clock_texts
 from salesmgr.model.record_table import RecordTable
 from salesmgr.plugin.manager import get_registry
 from salesmgr.plugins.pipeline_codec import PipelineCodecV1
@@ -92,3 +92,12 @@ def test_a_listing_of_records_read_from_a_file_makes_none_of_them() -> None:
     assert sum(map(len, read.records.touched)) == 1  # only the record edited above
     assert "changed after reading" in plain and b"changed after reading" in as_json
     assert plain == plain_records(select(copy.deepcopy(read)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(clocks, st.integers(-(2**63), 2**63 - 1),
+                          st.integers(-3 * DAY_MS, 3 * DAY_MS)), max_size=20))
+def test_clocks_of_a_listing_read_as_each_one_alone(ats: list[int]) -> None:
+    """A listing writes its clocks day by day and second by second; each text is that of the
+    clock alone (`clock_text`), before 1970 and near the ends of the calendar too."""
+    assert clock_texts(ats) == [clock_text(at) for at in ats]
