@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from functools import partial
 from itertools import accumulate, compress, repeat
-from operator import itemgetter, mul, not_, sub
+from operator import gt, itemgetter, mul, not_, sub
 from typing import Any
 
 from salesmgr.model.pipeline import MAX_CLOCK_MS, MIN_CLOCK_MS, Dot, Record
@@ -342,10 +342,21 @@ class SectionTable:
 
     def newer_than(self, since: Mapping[str, int]) -> list[int]:
         seen = [since.get(replica, 0) for replica in self.replicas]
-        found = {i for i, (r, c, _) in enumerate(DOT.iter_unpack(self.dots)) if c > seen[r]}
+        found = set(self.created_after(seen))
         for column in self.columns:
             found.update(i for i, r, c, _ in OVERRIDE.iter_unpack(column.overrides) if c > seen[r])
         return sorted(found)
+
+    def created_after(self, seen: list[int]) -> Iterable[int]:
+        """The indexes of the records whose creation dot's counter is above ``seen`` (by
+        replica index).  Compared in C while every counter fits 32 bits (one u32 word each),
+        which is what a merge or a sync meets: it never walks 100,000 dots in Python."""
+        words = u32_array(self.dots)  # a dot's words: replica, counter (low, high), clock (2)
+        replicas = words[0::DOT_WORDS]
+        if not self.count or max(words[2::DOT_WORDS]) or max(seen) >= 1 << 32:
+            return (i for i, (r, c, _) in enumerate(DOT.iter_unpack(self.dots)) if c > seen[r])
+        newer = map(gt, words[1::DOT_WORDS], map(seen.__getitem__, replicas))
+        return compress(range(self.count), newer)
 
     def unchanged(self, index: int, record: Record) -> bool:
         return (

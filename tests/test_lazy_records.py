@@ -221,3 +221,30 @@ def test_absent_values_are_counted_from_the_length_table_bytes(lengths: list[int
     never across two lengths (0xFFFFFF00 then 0xFFFFFFFF hold four 0xFF bytes astride)."""
     raw = b"".join(n.to_bytes(4, "little") for n in lengths)
     assert absent_count(raw) == lengths.count(0xFFFFFFFF)
+
+
+small_counters = st.integers(0, 6) | st.just(2**32 - 1) | st.just(2**32)
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.integers(0, 2), small_counters), max_size=12),
+       st.dictionaries(st.integers(0, 3), small_counters), st.booleans())
+def test_records_created_after_what_a_peer_knows_are_found_from_the_bytes(
+    creations: list[tuple[int, int]], known: dict[int, int], edited: bool
+) -> None:
+    """Which records a peer lacks is read from the creation dots' bytes, compared in C while
+    every counter fits 32 bits, and one by one when one does not: the same records either way
+    (replicas the peer never heard of, counters at the 32-bit edge)."""
+    replicas = [f"00000000-0000-0000-0000-00000000000{n}" for n in range(4)]
+    pipeline = Pipeline.create()
+    for n, (replica, counter) in enumerate(creations):
+        record = Record("opportunity", f"00000000-0000-0000-0001-{n:012d}", {"company": "A"},
+                        Dot(counter, replicas[replica], 0))
+        if edited and n % 2:
+            record.field_dots["stage"] = Dot(counter + 1, replicas[replica + 1], 0)
+        pipeline.records[record.id] = record
+    since = {replicas[r]: counter for r, counter in known.items()}
+    read = codec.decode(codec.encode(pipeline), "file")
+    assert [r.id for r in read.changed_since(since)] == [
+        r.id for r in pipeline.records.values() if r.unseen_by(since)
+    ]
