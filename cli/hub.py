@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,12 +15,14 @@ import click
 
 from salesmgr.cli.group import warn
 from salesmgr.cli.views import output_mode, plain_table
-from salesmgr.errors import UnknownRecordError
+from salesmgr.errors import ConfigError, UnknownRecordError
 from salesmgr.plugin.hookspecs import hookimpl
+from salesmgr.plugin.interfaces import MailboxTransport
 from salesmgr.plugin.manager import get_registry
 from salesmgr.plugins import hub as hubs
+from salesmgr.plugins import hub_folder as hub_folders
 from salesmgr.sync.channel import DEFAULT_TIMEOUT
-from salesmgr.sync.transports import live_transport
+from salesmgr.sync.transports import live_transport, transport_for
 
 KEY_FILE = "salesmgr-hub.key"
 
@@ -39,7 +43,8 @@ def hub() -> None:
 @hub.command("serve")
 @store_argument
 @click.option("--on", "url", required=True, metavar="URL",
-              help="Where devices reach the hub: tcps://HOST:PORT (or tcp://; port 0 picks one).")
+              help="Where devices reach the hub: tcps://HOST:PORT (or tcp://; port 0 picks one), "
+              "or folder:///PATH (each device's mirrored folder in PATH/DEVICE/PIPELINE).")
 @key_option
 @click.option("--tls-cert", type=click.Path(dir_okay=False), help="Certificate, for tcps://.")
 @click.option("--tls-key", type=click.Path(dir_okay=False), help="Its private key, for tcps://.")
@@ -49,13 +54,18 @@ def hub() -> None:
               help="Sessions served at once.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TIMEOUT,
               show_default=True, help="Seconds to wait for each message from a device.")
+@click.option("--interval", type=click.FloatRange(min=0, min_open=True),
+              default=hub_folders.INTERVAL, show_default=True,
+              help="For folder://: seconds between looks at the devices' folders.")
 def serve(store: str, url: str, key_file: Path, tls_cert: str | None, tls_key: str | None,
-          policy: str, workers: int, timeout: float) -> None:
+          policy: str, workers: int, timeout: float, interval: float) -> None:
     """Sync every paired device that calls, against the pipelines in STORE (a database).
 
     The first line on stdout is "listening on URL".  The hub keeps nothing of its own: run as
-    many as you like on one database.  SIGTERM stops accepting, lets the sessions under way
-    finish, and exits."""
+    many as you like on one database.  With folder:///PATH the hub looks every --interval
+    seconds into PATH/DEVICE/PIPELINE, the mirrored folder of each paired device, and syncs
+    there as `salesmgr sync --from` would, sealed with that device's credential.  SIGTERM stops
+    accepting, lets the sessions under way finish, and exits."""
     registry = get_registry()
     registry.policy(policy)
     key = hubs.read_key(key_file)
@@ -65,19 +75,37 @@ def serve(store: str, url: str, key_file: Path, tls_cert: str | None, tls_key: s
     for name, value in (("tls_cert", tls_cert), ("tls_key", tls_key)):
         if value is not None:
             options[name] = value
-    listener = live_transport(url, registry).listen(url, options)
-    click.echo(f"listening on {listener.url}")
+    transport = transport_for(url, registry)
+    if isinstance(transport, MailboxTransport):
+        if tls_cert or tls_key:
+            raise ConfigError(f"--tls-cert and --tls-key are for tcps://, not {url}")
+        folders = hub_folders.FolderHub(server, transport, url, options)
+        click.echo(f"listening on {folders.check()}")
+        with stopped_by_signals(server):
+            folders.serve(interval)
+    else:
+        listener = live_transport(url, registry).listen(url, options)
+        click.echo(f"listening on {listener.url}")
+        try:
+            with stopped_by_signals(server):
+                server.serve(listener)
+        finally:
+            listener.close()
+    click.echo(f"stopped after {server.sessions} sessions ({server.failures} failed)")
+
+
+@contextmanager
+def stopped_by_signals(server: hubs.Hub) -> Iterator[None]:
+    """SIGTERM and SIGINT stop ``server`` (it drains) while the block runs."""
     handlers: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             handlers[signum] = signal.signal(signum, lambda *_: server.stop())
     try:
-        server.serve(listener)
+        yield
     finally:
         for signum, previous in handlers.items():
             signal.signal(signum, previous)
-        listener.close()
-    click.echo(f"stopped after {server.sessions} sessions ({server.failures} failed)")
 
 
 @hub.command("pair")

@@ -215,14 +215,7 @@ class Hub:
 
     def admit(self, ask: Ask) -> DeviceRow:
         """The paired device asking, or a Refusal saying why not (read fresh: stateless)."""
-        device = self.store.device_row(self.address, ask.device)
-        if device is None:
-            raise Refusal(f"device {ask.device!r} is not paired with this hub")
-        if device.revoked_at is not None:
-            raise Refusal(f"device {ask.device!r} was revoked")
-        if ask.pipeline not in device.pipelines:
-            raise Refusal(f"device {ask.device!r} is not paired for pipeline {ask.pipeline!r}")
-        return device
+        return admitted(ask, self.store.device_row(self.address, ask.device))
 
     def done(self, ok: bool) -> None:
         with self._count:
@@ -262,6 +255,18 @@ class Stopwatch:
 
 class Refusal(SyncError):
     """The hub will not serve this device (unknown, revoked, another pipeline)."""
+
+
+def admitted(ask: Ask, device: DeviceRow | None) -> DeviceRow:
+    """``device`` (the row paired under the name asking), if it may sync the pipeline asked
+    for; else a Refusal saying why not.  Every carrier (a live link, a folder) asks this."""
+    if device is None:
+        raise Refusal(f"device {ask.device!r} is not paired with this hub")
+    if device.revoked_at is not None:
+        raise Refusal(f"device {ask.device!r} was revoked")
+    if ask.pipeline not in device.pipelines:
+        raise Refusal(f"device {ask.device!r} is not paired for pipeline {ask.pipeline!r}")
+    return device
 
 
 # --- the device's side: call the hub -----------------------------------------------------------

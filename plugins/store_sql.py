@@ -491,6 +491,14 @@ class SqlStore(Store):
                 )
                 return bool(cursor.rowcount)
 
+    def revisions(self, address: str) -> dict[str, int]:
+        """Each pipeline's revision (it grows with every save): what a hub polling folders
+        compares to tell that a pipeline changed, in one query for the whole database."""
+        location = self.locate(address)
+        with self.session(location) as connection, self.errors(location):
+            rows = self.execute(connection, "SELECT slot, revision FROM pipelines").fetchall()
+        return {str(slot): int(revision) for slot, revision in rows}
+
     def upsert(self, connection: Any, location: Location, rows: Iterable[Row]) -> None:
         connection.cursor().executemany(
             self.sql(

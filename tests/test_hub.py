@@ -4,22 +4,27 @@ SQLite and PostgreSQL.  Every hub here is ``salesmgr hub serve`` in a subprocess
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from helpers import one_error_line, salesmgr
 
 from salesmgr import storage
+from salesmgr.emulator.process import EmulatorProcess, emulator_command
 from salesmgr.errors import SyncError
 from salesmgr.plugins.hub import Ask, preamble, sync_with_hub
 from salesmgr.plugins.store_sql import DeviceRow
+from salesmgr.plugins.transport_folder import FolderMailbox
 from salesmgr.sync.device_file import DeviceFile
+from salesmgr.sync.mailbox import DeviceDrops
 from salesmgr.sync.session import DeviceSession
 from salesmgr.sync.transports import live_transport
 
@@ -221,3 +226,162 @@ def test_device_rows_round_trip(database: str) -> None:
     row = DeviceRow("ana", "p1", ("emea", "apac"), 1, None, None)
     store.put_device(database, row)  # type: ignore[attr-defined]
     assert store.device_row(database, "ana") == row  # type: ignore[attr-defined]
+
+
+# --- the hub over the folder transport: each device's mirrored folder, store and forward ----------
+
+
+def wait_until(done: Callable[[], object], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.05)
+
+
+class FolderDevice:
+    """A device whose mailbox is ``devices/NAME/PIPELINE``: the device half of a folder sync,
+    run in the test, one look at a time."""
+
+    def __init__(self, devices: Path, tmp_path: Path, name: str, pipeline: str,
+                 secret: str) -> None:
+        self.folder = devices / name / pipeline
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.file = tmp_path / f"{name}-{pipeline}.smp"
+        self.drops = DeviceDrops(FolderMailbox(str(self.folder)), secret, DeviceFile(self.file))
+
+    def entries(self, kind: str) -> list[str]:
+        return sorted(p.name for p in self.folder.glob(f"{kind}-*"))
+
+    def offer(self) -> None:
+        self.drops.step()
+        assert self.entries("offer"), "the device left no offer"
+
+    def sync(self) -> None:
+        """Offer, then wait for the hub's answer and take it."""
+        self.offer()
+        wait_until(lambda: any(e.kind in ("committed", "loaded") for e in self.drops.step()),
+                   f"the hub's answer in {self.folder}")
+
+
+def hub_said(hub: HubProcess, text: str) -> Callable[[], bool]:
+    return lambda: text in hub.err.read_text()
+
+
+def folder_hub(database: str, tmp_path: Path, hubs: list[HubProcess]) -> tuple[HubProcess, Path]:
+    devices = tmp_path / "devices"
+    devices.mkdir()
+    hubs.append(hub := HubProcess(database, tmp_path / "hub.key", tmp_path, "--interval", "0.1",
+                                  on=f"folder://{devices}"))
+    assert hub.url == f"folder://{devices.resolve()}"
+    return hub, devices
+
+
+def test_a_hub_serves_paired_devices_through_their_mirrored_folders(
+    database: str, tmp_path: Path, hubs: list[HubProcess]
+) -> None:
+    secrets = team(database, tmp_path)
+    hub, devices = folder_hub(database, tmp_path, hubs)
+    ana = FolderDevice(devices, tmp_path, "ana", "emea", secrets["ana"])
+    ana.sync()  # a new device gets the whole pipeline in its first answer
+    assert companies(ana.file) == {"emea lead"}
+    ok("add", ana.file, "--company", "road lead", "--title", "met today")
+    ana.sync()
+    assert companies(f"{database}#emea") == {"emea lead", "road lead"}
+    # An office edit reaches the device while its offer stands: the hub answers it again.  (The
+    # pause lets the hub see the device's fresh offer first and find it in step, so that only
+    # the pipeline's change can make it answer.)
+    time.sleep(1.0)
+    ok("add", f"{database}#emea", "--company", "office lead", "--title", "called in")
+    wait_until(lambda: any(e.kind == "committed" for e in ana.drops.step()), "the office edit")
+    assert companies(ana.file) == {"emea lead", "road lead", "office lead"}
+
+    listed = {d["device"]: d for d in json.loads(ok("hub", "devices", database, "--json"))}
+    assert listed["ana"]["last_sync"] and not listed["bob"]["last_sync"]
+    out = hub.stop()
+    assert "ana emea: 1 received, 0 sent" in out
+    assert "stopped after 3 sessions (0 failed)" in out
+
+
+def test_through_folders_a_revoked_device_is_refused_and_none_reads_another_pipeline(
+    database: str, tmp_path: Path, hubs: list[HubProcess]
+) -> None:
+    secrets = team(database, tmp_path)
+    hub, devices = folder_hub(database, tmp_path, hubs)
+    ana = FolderDevice(devices, tmp_path, "ana", "emea", secrets["ana"])
+    ana.sync()
+    # ana is paired for emea only: an offer under apac is never read, nothing of apac written.
+    astray = FolderDevice(devices, tmp_path, "ana", "apac", secrets["ana"])
+    astray.offer()
+    # bob's folder, written with ana's credential: refused, nothing merged.
+    forger = FolderDevice(devices, tmp_path, "bob", "emea", secrets["ana"])
+    ok("add", ana.file, "--company", "forged lead", "--title", "x")
+    forger.drops = DeviceDrops(FolderMailbox(str(forger.folder)), secrets["ana"],
+                               DeviceFile(ana.file))
+    forger.offer()
+    wait_until(hub_said(hub, "failed its authentication check"), "the forged offer's refusal")
+    cho = FolderDevice(devices, tmp_path, "cho", "apac", secrets["cho"])
+    cho.sync()  # the hub has looked everywhere since ana's stray offer was left
+    assert companies(cho.file) == {"apac lead"}
+    assert astray.entries("answer") == astray.entries("load") == []
+    assert companies(f"{database}#emea") == {"emea lead"}
+
+    ok("hub", "revoke", database, "--device", "ana")
+    ok("add", ana.file, "--company", "after revoke", "--title", "x")
+    ana.offer()
+    wait_until(hub_said(hub, "refused ana: device 'ana' was revoked"), "the refusal")
+    assert ana.entries("answer") == []
+    bob = FolderDevice(devices, tmp_path, "bob", "emea", secrets["bob"])
+    for stale in forger.entries("offer"):
+        (bob.folder / stale).unlink()
+    bob.sync()  # the others go on as before
+    assert companies(bob.file) == {"emea lead"}
+    assert companies(f"{database}#emea") == {"emea lead"}
+
+
+def doc_lines(name: str) -> list[list[str]]:
+    """The command lines of the ``<!-- name -->`` block of docs/team.md, as words."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "team.md").read_text()
+    found = re.search(rf"<!-- {name} -->\n```sh\n(.*?)```", text, re.DOTALL)
+    assert found is not None, f"docs/team.md has no {name} block"
+    return [shlex.split(re.sub(r"\s+#\s.*$", "", line).rstrip(" &"))
+            for line in found.group(1).splitlines() if line.strip()]
+
+
+def test_the_folder_hub_setup_of_docs_team_md_works_with_the_emulator(
+    database: str, tmp_path: Path, hubs: list[HubProcess], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    ok("init", f"{database}#emea")
+    ok("add", f"{database}#emea", "--company", "emea lead", "--title", "first")
+
+    def real(word: str) -> str:
+        return word.replace("sqlite:///office.db", database).replace("/srv/sales", str(tmp_path))
+
+    pair, mkdir, serve, device = ([real(w) for w in line] for line in
+                                  doc_lines("folder hub setup"))
+    secret = ok(*pair[1:])
+    assert mkdir[:2] == ["mkdir", "-p"]
+    Path(mkdir[2]).mkdir(parents=True)
+    on = f"folder://{tmp_path}/devices"
+    assert serve == ["salesmgr", "hub", "serve", database, "--on", on, "--key-file", "hub.key"]
+    hubs.append(HubProcess(database, Path("hub.key"), tmp_path, "--interval", "0.1", on=on))
+    assert device[:3] == ["salesmgr", "emulator", "serve"]
+    emulator = EmulatorProcess(emulator_command(Path(device[3]), device[5], extra=device[6:]),
+                               tmp_path, secret=secret)
+    try:
+        wait_until(lambda: Path("ana.smp").exists() and companies("ana.smp") == {"emea lead"},
+                   "the emulator's first answer")
+        ok("add", "ana.smp", "--company", "road lead", "--title", "met")
+        wait_until(lambda: companies(f"{database}#emea") == {"emea lead", "road lead"},
+                   "the emulator's lead in the database")
+    finally:
+        emulator.stop()
+    assert "committed" in emulator.stdout
+
+
+def test_a_folder_hub_needs_its_folder(database: str, tmp_path: Path) -> None:
+    team(database, tmp_path)
+    result = salesmgr("hub", "serve", database, "--on", f"folder://{tmp_path}/none",
+                      "--key-file", tmp_path / "hub.key")
+    assert result.exit_code != 0
+    assert "no such folder" in one_error_line(result)

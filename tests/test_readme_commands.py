@@ -201,6 +201,7 @@ ELSEWHERE: dict[str, str] = {
     "salesmgr web FILE [--on HOST:PORT] [--open]": "test_a_kept_day_is_shown_in_a_browser",
     # The hub needs PostgreSQL and TLS: tests/test_hub.py starts them and runs these.
     "salesmgr hub serve STORE --on tcps://HOST:PORT": "tests/test_hub.py",
+    "salesmgr hub serve STORE --on folder:///PATH": "tests/test_hub.py",
     "salesmgr hub pair STORE --device NAME --pipeline P": "tests/test_hub.py",
     "salesmgr hub devices STORE": "tests/test_hub.py",
     "salesmgr hub revoke STORE --device NAME": "tests/test_hub.py",
