@@ -21,7 +21,7 @@ def copy_command(source: str, target: str) -> None:
     conflict and version SRC has, so the two can still be merged or synced with the same
     devices."""
     if storage.canonical(source) == storage.canonical(target):
-        raise PipelineFileError(target, "is SRC itself; copy it somewhere else")
+        raise PipelineFileError(storage.canonical(target), "is SRC itself; copy it somewhere else")
     with storage.exclusive(source):
         pipeline = storage.open_pipeline(source)
     # A new replica: writes made at SRC and at DST from now on get versions of their own, and
