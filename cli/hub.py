@@ -68,6 +68,8 @@ def serve(store: str, url: str, key_file: Path, tls_cert: str | None, tls_key: s
     accepting, lets the sessions under way finish, and exits."""
     registry = get_registry()
     registry.policy(policy)
+    # The database is reached now: a wrong address stops the hub before it listens.
+    hubs.database_store(store, registry).device_rows(store)
     key = hubs.read_key(key_file)
     server = hubs.Hub(store, key, timeout, policy, workers, registry, log=click.echo,
                       complain=lambda text: click.echo(f"salesmgr hub: {text}", err=True))
@@ -118,8 +120,9 @@ def pair(store: str, name: str, pipelines: tuple[str, ...], key_file: Path) -> N
     """Pair a device (again): prints its credential, the secret to give that device alone.
 
     Pairing again replaces its credential; the old one stops working."""
-    credential = hubs.pair(store, name, tuple(dict.fromkeys(pipelines)),
-                           hubs.read_key(key_file, create=True))
+    pipelines = tuple(dict.fromkeys(pipelines))
+    hubs.pairable(store, pipelines)  # a wrong address makes no key file
+    credential = hubs.pair(store, name, pipelines, hubs.read_key(key_file, create=True))
     click.echo(credential)
 
 

@@ -99,11 +99,17 @@ def database_store(address: str, registry: Registry | None = None) -> SqlStore:
     return store
 
 
-def pair(address: str, name: str, pipelines: tuple[str, ...], key: bytes) -> str:
-    """Pair ``name`` (again) for ``pipelines``; returns its new credential."""
+def pairable(address: str, pipelines: tuple[str, ...]) -> SqlStore:
+    """The database at ``address``, once it proves to hold every pipeline of ``pipelines``."""
     store = database_store(address)
     for pipeline in pipelines:
         storage.open_pipeline(f"{address}#{pipeline}")  # one that does not exist fails here
+    return store
+
+
+def pair(address: str, name: str, pipelines: tuple[str, ...], key: bytes) -> str:
+    """Pair ``name`` (again) for ``pipelines``; returns its new credential."""
+    store = pairable(address, pipelines)
     device = DeviceRow(name, secrets.token_hex(16), pipelines, now_ms())
     store.put_device(address, device)
     return credential(key, device)
@@ -154,7 +160,6 @@ class Hub:
 
     def __post_init__(self) -> None:
         self.store = database_store(self.address, self.registry)
-
     def serve(self, listener: Listener) -> None:
         """Accept devices until `stop`; then finish the sessions under way (drain) and return."""
         with ThreadPoolExecutor(self.workers, thread_name_prefix="hub-session") as pool:
