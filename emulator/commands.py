@@ -11,6 +11,7 @@ import click
 
 from salesmgr.cli.site_config import resolve_secret
 from salesmgr.emulator.device import DeviceEmulator
+from salesmgr.emulator.device_path import DEVICE_FILE
 from salesmgr.errors import PipelineFileError
 from salesmgr.plugin.interfaces import STREAM_FILTER, Listener, Mailbox, MailboxTransport
 from salesmgr.plugin.manager import get_registry
@@ -27,7 +28,7 @@ def emulator() -> None:
 
 
 @emulator.command("serve")
-@click.argument("device_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("device_file", type=DEVICE_FILE)
 @click.option(
     "--on",
     "url",
@@ -128,7 +129,7 @@ def serve(
 
 
 @emulator.command("hub-sync")
-@click.argument("device_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("device_file", type=DEVICE_FILE)
 @click.option("--hub", "url", required=True, metavar="URL", help="The hub: tcps://HOST:PORT.")
 @click.option("--device", "name", required=True, help="This device's name, as paired.")
 @click.option("--pipeline", required=True, help="The pipeline of the hub's database to sync.")

@@ -26,6 +26,7 @@ from typing import Any
 
 import click
 
+from salesmgr.emulator.device_path import DEVICE_FILE
 from salesmgr.errors import PipelineFileError
 from salesmgr.model.pipeline import Pipeline, Record
 from salesmgr.plugin.manager import Registry, get_registry
@@ -347,7 +348,7 @@ def contested_change(record: Record, name: str, rng: random.Random) -> dict[str,
 
 
 @click.command("day")
-@click.argument("device_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("device_file", type=DEVICE_FILE)
 @click.option(
     "--seed", type=int, help="Play this day (default: a new random seed, printed to replay it)."
 )
