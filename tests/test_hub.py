@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -276,14 +277,30 @@ def folder_hub(database: str, tmp_path: Path, hubs: list[HubProcess]) -> tuple[H
     return hub, devices
 
 
-def test_a_hub_serves_paired_devices_through_their_mirrored_folders(
-    database: str, tmp_path: Path, hubs: list[HubProcess]
-) -> None:
+@dataclass
+class FolderTeam:
+    """`team` served by a folder hub, and ana's device, synced once."""
+
+    secrets: dict[str, str]
+    hub: HubProcess
+    devices: Path
+    ana: FolderDevice
+
+
+@pytest.fixture
+def folder_team(database: str, tmp_path: Path, hubs: list[HubProcess]) -> FolderTeam:
     secrets = team(database, tmp_path)
     hub, devices = folder_hub(database, tmp_path, hubs)
     ana = FolderDevice(devices, tmp_path, "ana", "emea", secrets["ana"])
     ana.sync()  # a new device gets the whole pipeline in its first answer
     assert companies(ana.file) == {"emea lead"}
+    return FolderTeam(secrets, hub, devices, ana)
+
+
+def test_a_hub_serves_paired_devices_through_their_mirrored_folders(
+    database: str, folder_team: FolderTeam
+) -> None:
+    hub, ana = folder_team.hub, folder_team.ana
     ok("add", ana.file, "--company", "road lead", "--title", "met today")
     ana.sync()
     assert companies(f"{database}#emea") == {"emea lead", "road lead"}
@@ -303,12 +320,10 @@ def test_a_hub_serves_paired_devices_through_their_mirrored_folders(
 
 
 def test_through_folders_a_revoked_device_is_refused_and_none_reads_another_pipeline(
-    database: str, tmp_path: Path, hubs: list[HubProcess]
+    database: str, tmp_path: Path, folder_team: FolderTeam
 ) -> None:
-    secrets = team(database, tmp_path)
-    hub, devices = folder_hub(database, tmp_path, hubs)
-    ana = FolderDevice(devices, tmp_path, "ana", "emea", secrets["ana"])
-    ana.sync()
+    secrets, hub, devices, ana = (folder_team.secrets, folder_team.hub, folder_team.devices,
+                                  folder_team.ana)
     # ana is paired for emea only: an offer under apac is never read, nothing of apac written.
     astray = FolderDevice(devices, tmp_path, "ana", "apac", secrets["ana"])
     astray.offer()
