@@ -95,6 +95,24 @@ def database_seconds(log: Path, count: int) -> tuple[float, float, int]:
     return total, database, sessions
 
 
+def connect_ms(database: str, times: int = 50) -> float:
+    """What opening one connection to ``database`` costs now (psycopg, as the stores connect),
+    in milliseconds: the figure a connection pool would save per connection."""
+    import psycopg
+
+    started = time.perf_counter()
+    for _ in range(times):
+        with psycopg.connect(database, autocommit=True) as connection:
+            connection.execute("SELECT 1")
+    return (time.perf_counter() - started) / times * 1000
+
+
+def connections_made(server: TemporaryPostgres, database: str) -> int:
+    """Connections ever opened to ``database`` (pg_stat_database.sessions)."""
+    name = database.split("?")[0].rsplit("/", 1)[1]
+    return int(server.sql(f"SELECT sessions FROM pg_stat_database WHERE datname = '{name}'")[0][0])
+
+
 def sync(device: Device, url: str) -> float:
     started = time.monotonic()
     hubs.sync_with_hub(device.file, url, device.name, device.pipeline, device.secret,
@@ -157,9 +175,11 @@ def run(args: argparse.Namespace, folder: Path, server: TemporaryPostgres) -> No
           f"{'p95 ms':>7}  vs 1 hub")
     baseline: dict[int, float] = {}
     rounds = 0
+    per_session: list[float] = []
     for hub_count in (1, 2):
         log = folder / f"hubs{hub_count}"
         log.mkdir()
+        per_session.clear()
         with hub_processes(database, key, hub_count, log) as urls:
             if not any(d.file.exists() for d in devices):  # the morning: load every device
                 with ThreadPoolExecutor(args.parallel) as pool:
@@ -168,6 +188,7 @@ def run(args: argparse.Namespace, folder: Path, server: TemporaryPostgres) -> No
             for count in sorted({max(1, args.devices // 4), max(1, args.devices // 2),
                                  args.devices}):
                 times: list[float] = []
+                opened = connections_made(server, database)
                 started = time.monotonic()
                 for _ in range(args.rounds):
                     rounds += 1
@@ -178,6 +199,7 @@ def run(args: argparse.Namespace, folder: Path, server: TemporaryPostgres) -> No
                             enumerate(devices[:count]),
                         )
                 elapsed = time.monotonic() - started
+                per_session.append((connections_made(server, database) - opened) / len(times))
                 rate = len(times) / elapsed
                 p50 = statistics.median(times) * 1000
                 p95 = statistics.quantiles(times, n=20)[18] * 1000 if len(times) > 1 else p50
@@ -188,6 +210,13 @@ def run(args: argparse.Namespace, folder: Path, server: TemporaryPostgres) -> No
         total, in_database, sessions = database_seconds(log, hub_count)
         print(f"     {hub_count} hub(s): the database took {in_database / max(total, 1e-9):.0%} "
               f"of the hubs' session time ({sessions} sessions logged)")
+        # What a connection pool could save: connections opened per session, each at what
+        # opening one costs right now, against the hubs' mean session time.
+        cost, each = connect_ms(database), statistics.mean(per_session)
+        mean = total / max(sessions, 1) * 1000
+        print(f"     {hub_count} hub(s): {each:.1f} connections opened per session at "
+              f"{cost:.1f} ms each = {each * cost:.0f} ms, {each * cost / mean:.1%} of the "
+              f"hubs' mean session ({mean:.0f} ms)")
         if hub_count == 2:  # a last round brings every device all of its team's leads
             (folder / "last").mkdir()
             with hub_processes(database, key, 1, folder / "last") as urls:
