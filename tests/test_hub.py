@@ -157,6 +157,21 @@ def test_the_database_holds_no_credential(database: str, tmp_path: Path) -> None
     assert again != secrets["ana"]  # pairing again gives a new credential
 
 
+def test_the_emulator_calls_a_hub_as_a_paired_device(
+    database: str, tmp_path: Path, hubs: list[HubProcess]
+) -> None:
+    secrets = team(database, tmp_path)
+    hubs.append(hub := HubProcess(database, tmp_path / "hub.key", tmp_path))
+    device = tmp_path / "cho.smp"
+    said = ok("emulator", "hub-sync", device, "--hub", hub.url, "--device", "cho",
+              "--pipeline", "apac", "--secret", secrets["cho"])
+    assert said == f"synced with {hub.url}: 1 received, 0 sent"
+    assert companies(device) == {"apac lead"}
+    refused = salesmgr("emulator", "hub-sync", device, "--hub", hub.url, "--device", "cho",
+                       "--pipeline", "emea", "--secret", secrets["cho"])
+    assert "not paired for pipeline 'emea'" in one_error_line(refused)
+
+
 def test_two_stateless_hubs_on_one_database_merge_every_device(
     database: str, tmp_path: Path, hubs: list[HubProcess]
 ) -> None:
