@@ -19,7 +19,7 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from io import BufferedIOBase
 from pathlib import Path
@@ -331,6 +331,12 @@ def exclusive(address: str | os.PathLike[str]) -> AbstractContextManager[None]:
     syncs from cron, two hubs) from both reading the old pipeline and one losing the other's
     work."""
     return store_for(address).exclusive(os.fspath(address))
+
+
+def version_of(address: str | os.PathLike[str]) -> Hashable | None:
+    """The store's mark of the pipeline's current state (`Store.version`): equal marks, same
+    pipeline; None when the store cannot tell."""
+    return store_for(address).version(os.fspath(address))
 
 
 def open_pipeline(address: str | os.PathLike[str]) -> Pipeline:

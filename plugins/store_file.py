@@ -7,7 +7,7 @@ the lock beside the user's runtime folder, copy detection)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -58,6 +58,15 @@ class PipelineFileStore(Store):
 
     def exclusive(self, address: str) -> AbstractContextManager[None]:
         return storage.lock_file(path_of(address))
+
+    def version(self, address: str) -> Hashable | None:
+        # A save replaces the file (a new inode); an editor writing in place changes its size
+        # or time.
+        try:
+            info = os.stat(path_of(address))
+        except OSError:
+            return None  # read says what is wrong
+        return (info.st_ino, info.st_dev, info.st_size, info.st_mtime_ns)
 
 
 @hookimpl

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -315,6 +315,19 @@ class SqlStore(Store):
                     yield
                 finally:
                     del self.held[location.key]
+
+    def version(self, address: str) -> Hashable | None:
+        """The pipeline's id and revision: every save bumps the revision in its transaction."""
+        location = self.locate(address)
+        try:
+            with self.session(location) as connection, self.errors(location):
+                found = self.one(
+                    connection, "SELECT pipeline_id, revision FROM pipelines WHERE slot = ?",
+                    (location.slot,),
+                )
+        except PipelineFileError:
+            return None  # read says what is wrong
+        return None if found is None else (found[0], int(found[1]))
 
     def exists(self, address: str) -> bool:
         location = self.locate(address)

@@ -18,6 +18,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from conftest import Addresses
 from helpers import one_error_line, salesmgr
 from webserver import serving
 
@@ -64,9 +65,10 @@ class Visitor:
         return self.open(path, {"csrf": self.csrf, **data})
 
 
-def hostile_pipeline(folder: Path) -> tuple[Path, str]:
+def hostile_pipeline(folder: Path, address: str | None = None) -> tuple[Path, str]:
     """Every free-text field of a deal, an activity, a conflict and the pipeline's name hold
-    markup and quotes; returns the file and the deal's id."""
+    markup and quotes; returns the file (or ``address``, a store's, when given) and the deal's
+    id."""
     pipeline = Pipeline.create(HOSTILE[0], HOSTILE[2], "EUR")
     registry = get_registry()
     rtype = registry.record_type("opportunity")
@@ -81,9 +83,9 @@ def hostile_pipeline(folder: Path) -> tuple[Path, str]:
         "winner": "desktop", "value": HOSTILE[1], "policy": "field-merge", "status": "decided",
     })
     path = folder / "hostile.smp"
-    storage.save(pipeline, path)
+    storage.create_pipeline(pipeline, address or path)
     (folder / "salesmgr.toml").write_text('[sync]\nurl = "tcp://127.0.0.1:9/<script>x"\n')
-    return path, deal.id
+    return Path(address) if address else path, deal.id
 
 
 def test_every_page_shows_markup_and_quotes_as_text(tmp_path: Path) -> None:
@@ -187,14 +189,19 @@ def test_pages_answer_only_on_the_address_they_were_started_on(tmp_path: Path) -
         assert status == 421 and "<" not in text
 
 
-def test_a_cli_edit_and_a_browser_edit_made_together_both_land(tmp_path: Path) -> None:
-    path, deal = hostile_pipeline(tmp_path)
-    with serving(path) as base:
+def test_a_cli_edit_and_a_browser_edit_made_together_both_land(
+    tmp_path: Path, address: Addresses
+) -> None:
+    """On a file, and on a SQLite and a PostgreSQL store: the browser's changes go through the
+    store's hold and transaction, as the command line's do."""
+    where = address("hostile")
+    _, deal = hostile_pipeline(tmp_path, where)
+    with serving(where) as base:
         visitor = Visitor(base)
         _, form = visitor.open(f"/opportunities/{deal}")
         was = dict(re.findall(r'name="was\.(\w+)" value="([^"]*)"', form))
         # Meanwhile, on the command line, someone changes the phone.
-        assert salesmgr("edit", path, deal, "--phone", "+1 555 0100").exit_code == 0
+        assert salesmgr("edit", where, deal, "--phone", "+1 555 0100").exit_code == 0
         fields = {f"field.{name}": value for name, value in was.items()}
         fields = {k: v.replace("&#34;", '"').replace("&#39;", "'").replace("&lt;", "<")
                   .replace("&gt;", ">").replace("&amp;", "&") for k, v in fields.items()}
@@ -207,7 +214,7 @@ def test_a_cli_edit_and_a_browser_edit_made_together_both_land(tmp_path: Path) -
         visitor.open("/list?sort=-value")
         # And at the same moment: three CLI adds and three browser adds.
         script = Path(sys.executable).with_name("salesmgr")
-        clis = [subprocess.Popen([str(script), "add", str(path), "--company", f"CLI {i}",
+        clis = [subprocess.Popen([str(script), "add", where, "--company", f"CLI {i}",
                                   "--title", "t"], stdout=subprocess.DEVNULL)
                 for i in range(3)]
         webs = [threading.Thread(target=visitor.post, args=(
@@ -218,13 +225,13 @@ def test_a_cli_edit_and_a_browser_edit_made_together_both_land(tmp_path: Path) -
         for thread in webs:
             thread.join(60)
         assert [p.wait(60) for p in clis] == [0, 0, 0]
-        # Pages remember what they computed for one version of the file, no longer.
+        # Pages remember what they computed for one version of the pipeline, no longer.
         board, listed = visitor.open("/")[1], visitor.open("/list?sort=-value")[1]
         for company in ("CLI 0", "CLI 1", "CLI 2", "Web 0", "Web 1", "Web 2"):
             assert company in board and company in listed
-    values = storage.load(path).records[deal].values
+    values = storage.open_pipeline(where).records[deal].values
     assert (values["phone"], values["title"]) == ("+1 555 0100", "Bigger fleet")
-    companies = {r.values["company"] for r in storage.load(path).live("opportunity")}
+    companies = {r.values["company"] for r in storage.open_pipeline(where).live("opportunity")}
     assert {"CLI 0", "CLI 1", "CLI 2", "Web 0", "Web 1", "Web 2"} <= companies
 
 

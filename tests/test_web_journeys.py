@@ -1,5 +1,7 @@
 """The web pages in a real browser: headless Chromium (Debian's ``chromium``) driven by
-Playwright through the journeys a salesperson makes, each checked against the pipeline file.
+Playwright through the journeys a salesperson makes, each checked against the pipeline as its
+store holds it: creating a deal, moving it on the board, logging a call and importing a CSV run
+on a pipeline file, a SQLite database and a PostgreSQL server (`conftest.address`).
 
 In CI (CI=true) these fail when Chromium cannot start; elsewhere they are skipped.  Every
 journey saves screenshots; ``SALESMGR_SCREENSHOTS=docs/web`` puts them where docs/web.md
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import Addresses
 from helpers import one_error_line, salesmgr
 from webserver import launch_chromium, screenshot_folder, serving
 
@@ -83,8 +86,9 @@ DEALS = [
 ]
 
 
-def sample_pipeline(folder: Path) -> tuple[Path, dict[str, str]]:
-    """A small pipeline with deals in every stage; returns its path and company -> id."""
+def sample(address: str) -> dict[str, str]:
+    """A small pipeline with deals in every stage, stored at ``address`` (a file, or a slot of a
+    SQLite or PostgreSQL database); returns company -> id."""
     pipeline = Pipeline.create("EMEA Q4", "ana", "EUR")
     rtype = get_registry().record_type("opportunity")
     ids = {}
@@ -95,23 +99,29 @@ def sample_pipeline(folder: Path) -> tuple[Path, dict[str, str]]:
             fields |= {"next_action": action, "next_action_date": day(due)}
         record, _ = pipeline.add(rtype, fields)
         ids[company] = record.id
+    storage.create_pipeline(pipeline, address)
+    return ids
+
+
+def sample_pipeline(folder: Path) -> tuple[Path, dict[str, str]]:
+    """`sample` in a pipeline file; returns its path and company -> id."""
     path = folder / "emea.smp"
-    storage.save(pipeline, path)
-    return path, ids
+    return path, sample(str(path))
 
 
-def record(path: Path, record_id: str) -> dict[str, str]:
-    return storage.load(path).records[record_id].values
+def record(address: str | Path, record_id: str) -> dict[str, str]:
+    return storage.open_pipeline(address).records[record_id].values
 
 
 # -- the journeys -----------------------------------------------------------------------------
 
 
 def test_create_an_opportunity_checked_as_the_command_line_checks_it(
-    page: Any, tmp_path: Path, shots: Path
+    page: Any, address: Addresses, shots: Path
 ) -> None:
-    path, _ = sample_pipeline(tmp_path)
-    before = path.read_bytes()
+    path = address("emea")  # a file, or a pipeline in a SQLite or PostgreSQL database
+    sample(path)
+    before = storage.version_of(path)
     cli = salesmgr("add", path, "--company", "Zephyr", "--title", "Kiosks", "--probability", "140")
     cli_error = one_error_line(cli).removeprefix("salesmgr: ")
     with serving(path) as base:
@@ -126,7 +136,7 @@ def test_create_an_opportunity_checked_as_the_command_line_checks_it(
         page.get_by_label("Next action date").fill(day(4))
         page.get_by_role("button", name="Add deal").click()
         assert page.get_by_role("alert").inner_text() == cli_error
-        assert path.read_bytes() == before  # refused: nothing written, as on the command line
+        assert storage.version_of(path) == before  # refused: nothing written, as on the CLI
         page.get_by_label("Probability").fill("40")
         page.get_by_role("button", name="Add deal").click()
         page.get_by_text("Added Zephyr Retail: Self-service kiosks").wait_for()
@@ -138,8 +148,11 @@ def test_create_an_opportunity_checked_as_the_command_line_checks_it(
     assert (values["currency"], values["owner"]) == ("EUR", "ana")  # the pipeline's defaults
 
 
-def test_move_a_deal_on_the_board_in_one_action(page: Any, tmp_path: Path, shots: Path) -> None:
-    path, ids = sample_pipeline(tmp_path)
+def test_move_a_deal_on_the_board_in_one_action(
+    page: Any, address: Addresses, shots: Path
+) -> None:
+    path = address("emea")
+    ids = sample(path)
     acme = ids["Acme Logistics"]
     card = f"[data-card='{acme}']"
     with serving(path) as base:
@@ -158,8 +171,9 @@ def test_move_a_deal_on_the_board_in_one_action(page: Any, tmp_path: Path, shots
         assert "2" in won and "79,000.00" in won  # Kestrel's 31,000 and Acme's 48,000
 
 
-def test_log_a_call_on_a_deal(page: Any, tmp_path: Path, shots: Path) -> None:
-    path, ids = sample_pipeline(tmp_path)
+def test_log_a_call_on_a_deal(page: Any, address: Addresses, shots: Path) -> None:
+    path = address("emea")
+    ids = sample(path)
     deal = ids["Müller GmbH"]
     with serving(path) as base:
         page.goto(f"{base}/opportunities/{deal}")
@@ -169,7 +183,7 @@ def test_log_a_call_on_a_deal(page: Any, tmp_path: Path, shots: Path) -> None:
         page.get_by_text("Logged a call").wait_for()
         assert "Jo wants the scanners" in page.locator(".timeline").inner_text()
         page.screenshot(path=shots / "activity.png", full_page=True)
-    [activity] = storage.load(path).activities_of(deal)
+    [activity] = storage.open_pipeline(path).activities_of(deal)
     assert activity.values["kind"] == "call"
     assert activity.values["summary"] == "Jo wants the scanners before Christmas.\nSend specs."
 
@@ -224,12 +238,15 @@ CSV = (
 )
 
 
-def test_import_a_csv_after_a_preview(page: Any, tmp_path: Path, shots: Path) -> None:
-    path, _ = sample_pipeline(tmp_path)
+def test_import_a_csv_after_a_preview(
+    page: Any, address: Addresses, tmp_path: Path, shots: Path
+) -> None:
+    path = address("emea")
+    sample(path)
     good, bad = tmp_path / "leads.csv", tmp_path / "broken.csv"
     good.write_text(CSV, encoding="utf-8")
     bad.write_text(CSV.replace(",35,", ",135,"), encoding="utf-8")
-    before = path.read_bytes()
+    before = storage.version_of(path)
     with serving(path) as base:
         page.goto(base + "/import")
         page.get_by_label("CSV file").set_input_files(str(bad))
@@ -242,14 +259,15 @@ def test_import_a_csv_after_a_preview(page: Any, tmp_path: Path, shots: Path) ->
         page.get_by_role("button", name="Preview").click()
         assert "3 added, 0 updated, 0 unchanged" in page.locator(".lead").inner_text()
         page.screenshot(path=shots / "import-preview.png", full_page=True)
-        assert path.read_bytes() == before  # a preview writes nothing
+        assert storage.version_of(path) == before  # a preview writes nothing
         page.get_by_role("button", name="Import: 3 added").click()
         page.get_by_text("Imported leads.csv: 3 added").wait_for()
         page.get_by_label("Search").fill("smith jones")
         page.locator(".summary", has_text="1–1 of 1").wait_for()
         assert page.get_by_role("link", name="Smith, Jones & Co").count() == 1
         page.screenshot(path=shots / "list.png", full_page=True)
-    companies = {r.values["company"]: r.values for r in storage.load(path).live("opportunity")}
+    companies = {r.values["company"]: r.values
+                 for r in storage.open_pipeline(path).live("opportunity")}
     assert companies["Smith, Jones & Co"]["value"] == "12000.50"
     assert companies["Ærø Færger"]["currency"] == "DKK"
     assert len(companies) == len(DEALS) + 3

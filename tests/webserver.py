@@ -25,8 +25,9 @@ CHROMIUM_ARGS = [
 
 
 @contextmanager
-def serving(pipeline: Path, **options: Any) -> Iterator[str]:
-    """The app on ``pipeline`` served on 127.0.0.1 (a port the system picks); its base URL."""
+def serving(pipeline: str | os.PathLike[str], **options: Any) -> Iterator[str]:
+    """The app on ``pipeline`` (a file or a store's address) served on 127.0.0.1 (a port the
+    system picks); its base URL."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)

@@ -1,12 +1,15 @@
 """The web application: its pages, its safety, and how a page is rendered.
 
-`make_app` builds the Starlette application on one pipeline file.  Each page module (`board`,
-`listing`, `opportunity`, `reports`, `conflicts`, `syncing`, `importing`) has its ``routes``;
-pages render Jinja2 templates with autoescaping on, so every value from the pipeline is escaped.
+`make_app` builds the Starlette application on one pipeline, wherever it lives (a file, or any
+store's address: ``sqlite:///office.db#emea``, ``postgresql://host/db#emea``).  Each page
+module (`board`, `listing`, `opportunity`, `reports`, `conflicts`, `syncing`, `importing`) has
+its ``routes``; pages render Jinja2 templates with autoescaping on, so every value from the
+pipeline is escaped.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
@@ -78,7 +81,7 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
 
     site = site_of(request)
     conflicts = 0
-    name = site.source.path.name
+    name = site.source.label
     try:
         pipeline = site.source.read()
         name = pipeline.name or name
@@ -153,18 +156,18 @@ async def log_in(request: Request) -> Response:
 
 
 def make_app(
-    pipeline_path: Path,
+    address: str | os.PathLike[str],
     *,
     host: str = "127.0.0.1",
     login_token: str | None = None,
     config_path: Path | None = None,
     today: Callable[[], date] = date.today,
 ) -> Starlette:
-    """The application serving ``pipeline_path`` for a server bound to ``host``."""
+    """The application serving the pipeline at ``address`` for a server bound to ``host``."""
     from salesmgr.web import board, conflicts, importing, listing, opportunity, reports, syncing
 
     guard = Guard(login_token)
-    site = Site(PipelineSource(pipeline_path), guard, config_path, today)
+    site = Site(PipelineSource(address), guard, config_path, today)
     routes: list[BaseRoute] = [
         Route("/login", login_page, methods=["GET"]),
         Route("/login", log_in, methods=["POST"]),

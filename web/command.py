@@ -1,4 +1,5 @@
-"""``salesmgr web PIPELINE``: serve the Sales Manager pages on this machine."""
+"""``salesmgr web PIPELINE``: serve the Sales Manager pages on this machine, for a pipeline file
+or any store's address (``sqlite:///office.db#emea``, ``postgresql://host/db#emea``)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from pathlib import Path
 
 import click
 
+from salesmgr.cli.group import PIPELINE
 from salesmgr.errors import ConfigError
-from salesmgr.storage import open_pipeline
+from salesmgr.storage import FILE_SCHEME, canonical, open_pipeline, scheme_of
 from salesmgr.web.security import needs_login
 
 DEFAULT_ON = "127.0.0.1:8765"
@@ -44,29 +46,32 @@ def address(host: str, port: int) -> str:
 
 
 @click.command("web")
-@click.argument("pipeline", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("pipeline", type=PIPELINE)
 @click.option("--on", "on", default=DEFAULT_ON, show_default=True, metavar="HOST:PORT",
               help="Where to serve; any address but loopback needs the login token printed "
                    "at start.")
 @click.option("--open", "open_browser", is_flag=True, help="Open the board in a browser.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Site config for the Sync page (default: salesmgr.toml beside PIPELINE).")
-def web(pipeline: Path, on: str, open_browser: bool, config_path: Path | None) -> None:
+              help="Site config for the Sync page (default: salesmgr.toml beside PIPELINE's "
+                   "file, else in this folder).")
+def web(pipeline: str, on: str, open_browser: bool, config_path: Path | None) -> None:
     """Serve the pipeline in a browser: board, list, forecast, agenda, conflicts, sync, import.
 
-    Every change goes through the same checks, file lock and atomic save as the commands.
-    Stop it with Ctrl-C."""
+    PIPELINE is a file or a store's address (sqlite:///office.db#emea,
+    postgresql://HOST/DB#emea).  Every change goes through the same checks, and the same lock
+    and transaction, as the commands.  Stop it with Ctrl-C."""
     import uvicorn
 
     from salesmgr.web.app import make_app
 
     host, port = parse_on(on)
-    open_pipeline(pipeline)  # a missing or damaged file is one line now, not a page later
+    open_pipeline(pipeline)  # a missing or damaged pipeline is one line now, not a page later
     token = secrets.token_urlsafe(24) if needs_login(host) else None
     sock = bind(host, port)
     url = address(host, sock.getsockname()[1])
     app = make_app(pipeline, host=host, login_token=token, config_path=config_path)
-    click.echo(f"serving {pipeline} on {url}/ (Ctrl-C stops)")
+    shown = pipeline if scheme_of(pipeline) == FILE_SCHEME else canonical(pipeline)  # no password
+    click.echo(f"serving {shown} on {url}/ (Ctrl-C stops)")
     if token is not None:
         click.echo(f"login token: {token}")
         click.echo(f"sign in at {url}/login?token={token}")

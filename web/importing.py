@@ -2,8 +2,8 @@
 
 It is ``salesmgr import`` with its dry run first: the same table reader, the same CRM profile
 found from the header, the same `run_import`; the preview runs it on a copy of the pipeline
-read for it and throws the copy away, and confirming runs it again on the locked file and saves
-only if no row is refused (`all_or_nothing`)."""
+read for it and throws the copy away, and confirming runs it again on the held pipeline and
+saves (one transaction) only if no row is refused (`all_or_nothing`)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ class Upload:
         table = read_table(self.path)
         profile = the_profile(table.header, None, None)
         if dry_run:
-            pipeline = open_pipeline(site.source.path)
+            pipeline = open_pipeline(site.source.address)
             return table, run_import(pipeline, table, profile, None, self.update)
         with site.source.editing() as pipeline:
             result = run_import(pipeline, table, profile, None, self.update)

@@ -1,9 +1,12 @@
-"""The pipeline file a web server shows: read once, read again only when the file changes.
+"""The pipeline a web server shows: read once, read again only when its store says it changed.
 
-Reading a 100,000-record file takes about a second, so pages work on the copy in memory; a
-change by anyone else (a ``salesmgr edit``, a sync, another browser tab) replaces the file, which
-changes its inode, size or time, and the next page reads it again.  Changes go through
-`salesmgr.storage.editing_pipeline`, the same lock and atomic save the command line uses."""
+Reading a 100,000-record pipeline takes about a second, so pages work on the copy in memory; a
+change by anyone else (a ``salesmgr edit``, a sync, a hub, another browser tab) changes the
+store's mark of it (`salesmgr.storage.version_of`: a file's inode, size and time, a database's
+revision), and the next page reads it again.  The pipeline may live in any store
+(`salesmgr_register_stores`: a file, ``sqlite:///office.db#emea``,
+``postgresql://host/db#emea``); changes go through `salesmgr.storage.editing_pipeline`, the
+same hold and transaction (or lock and atomic save) the command line uses."""
 
 from __future__ import annotations
 
@@ -11,42 +14,33 @@ import os
 import threading
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, TypeVar
 
 from salesmgr.model.pipeline import Pipeline
-from salesmgr.storage import editing_pipeline, exclusive, open_pipeline
+from salesmgr.storage import editing_pipeline, exclusive, label, open_pipeline, version_of
 
-Stamp = tuple[int, int, int, int]
 T = TypeVar("T")
-DERIVED_LIMIT = 32  # results remembered for one version of the file
-
-
-def file_stamp(path: Path) -> Stamp | None:
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None  # open_pipeline says what is wrong
-    return (info.st_ino, info.st_dev, info.st_size, info.st_mtime_ns)
+DERIVED_LIMIT = 32  # results remembered for one version of the pipeline
 
 
 class PipelineSource:
-    """One pipeline file, its last reading, and the way to change it."""
+    """One pipeline (at a store's address), its last reading, and the way to change it."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, address: str | os.PathLike[str]) -> None:
+        self.address = os.fspath(address)
+        self.label = label(self.address)  # a short name for the page's title
         self._guard = threading.Lock()
         self._pipeline: Pipeline | None = None
-        self._stamp: Stamp | None = None
+        self._stamp: Hashable | None = None
         self._derived: dict[Hashable, Any] = {}
 
     def read(self) -> Pipeline:
-        """The pipeline as the file holds it now; callers must not change the object."""
+        """The pipeline as its store holds it now; callers must not change the object."""
         with self._guard:
-            stamp = file_stamp(self.path)
+            stamp = version_of(self.address)  # before reading: a change meanwhile reads again
             current = self._pipeline
             if current is None or stamp is None or stamp != self._stamp:
-                current = pipeline = open_pipeline(self.path)
+                current = pipeline = open_pipeline(self.address)
                 # Pages read it from several threads at once; the records of a file are made
                 # (and their values decoded) when first used, so that happens here, once,
                 # under the lock, as part of loading the file.
@@ -57,23 +51,24 @@ class PipelineSource:
 
     @contextmanager
     def editing(self) -> Iterator[Pipeline]:
-        """Change the pipeline under the file's lock; saved when the block ends without error.
+        """Change the pipeline while holding it against every other writer, as a command does;
+        saved (one transaction) when the block ends without error.
 
-        The saved pipeline becomes the one pages show, stamped while the lock is still held, so
-        no other writer's change can be mistaken for it."""
-        with exclusive(self.path):
-            with editing_pipeline(self.path) as pipeline:
+        The saved pipeline becomes the one pages show, stamped while it is still held, so no
+        other writer's change can be mistaken for it."""
+        with exclusive(self.address):
+            with editing_pipeline(self.address) as pipeline:
                 yield pipeline
             with self._guard:
-                self._use(pipeline, file_stamp(self.path))
+                self._use(pipeline, version_of(self.address))
 
-    def _use(self, pipeline: Pipeline, stamp: Stamp | None) -> None:
+    def _use(self, pipeline: Pipeline, stamp: Hashable | None) -> None:
         self._pipeline, self._stamp = pipeline, stamp
         self._derived = {}
 
     def derived(self, key: Hashable, compute: Callable[[Pipeline], T]) -> T:
-        """``compute(pipeline)`` for the pipeline as it is now, remembered until the file
-        changes: the board's columns, a list query's sorted records.  Paging through a list
+        """``compute(pipeline)`` for the pipeline as it is now, remembered until the
+        pipeline changes: the board's columns, a list query's sorted records.  Paging through a list
         of 100,000 deals sorts them once, not once per page."""
         pipeline = self.read()
         with self._guard:

@@ -21,8 +21,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from salesmgr.cli.site_config import SiteConfig, find_site_config
-from salesmgr.cli.syncing import load_device, sync_device
+from salesmgr.cli.site_config import SiteConfig
+from salesmgr.cli.syncing import load_device, site_config_of, sync_device
 from salesmgr.errors import SalesmgrError
 from salesmgr.plugin.hookspecs import hookimpl
 from salesmgr.plugin.interfaces import MailboxTransport
@@ -92,7 +92,7 @@ def jobs_of(site: Site) -> SyncJobs:
 
 
 def site_config(site: Site) -> SiteConfig:
-    return find_site_config(site.source.path, site.config_path)
+    return site_config_of(site.source.address, site.config_path)
 
 
 def run(site: Site, job: SyncJob, config: SiteConfig, secret: str | None, policy: str) -> None:
@@ -100,11 +100,11 @@ def run(site: Site, job: SyncJob, config: SiteConfig, secret: str | None, policy
     pm = get_registry().pm
     pm.register(job)
     try:
-        path = site.source.path
+        address = site.source.address
         if job.action == "load":
-            job.results = [load_device(path, config, job.url, secret, None)]
+            job.results = [load_device(address, config, job.url, secret, None)]
         else:
-            job.results = list(sync_device(path, config, job.url, policy,
+            job.results = list(sync_device(address, config, job.url, policy,
                                            job.action == "preview", False, secret, None))
     except SalesmgrError as problem:
         job.error = str(problem)

@@ -6,7 +6,7 @@ The core talks to every plugin through these; it never names a particular one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from contextlib import AbstractContextManager
 from io import BufferedIOBase
 from pathlib import Path
@@ -220,6 +220,13 @@ class Store:
     def exclusive(self, address: str) -> AbstractContextManager[None]:
         """Hold the pipeline against every other writer; re-entrant within a thread."""
         raise NotImplementedError
+
+    def version(self, address: str) -> Hashable | None:
+        """A cheap mark of the pipeline's current state (a file's inode, size and time; a
+        database's revision), different after every save, so a long-running reader (``salesmgr
+        web``) reads the pipeline again only when it changed.  None when the store cannot tell
+        (the reader then reads it every time) or the pipeline cannot be reached."""
+        return None
 
 
 STREAM_FILTER = "stream-filter"
