@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 from helpers import salesmgr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from salesmgr import storage
 from salesmgr.errors import ValidationError
@@ -266,3 +268,51 @@ def test_list_due_before_is_read_in_the_pipelines_locale(winter: Path) -> None:
     german = salesmgr("list", winter, "--due-before", "07.12.2026", "--json")
     assert german.exit_code == 0, german.output
     assert sorted(r["company"] for r in json.loads(german.stdout)) == ["Müller GmbH", "Omega"]
+
+
+# -- one index, many questions ----------------------------------------------------------------
+
+WORDS = ["muller", "MÜLLER", "acme", "fleet", "strasse", "café", "zz", "jo", ""]
+SORTS = [None, "company", "-value", "value", "stage", "-stage", "close_date", "-probability",
+         "owner", "next_action_date"]
+
+
+def plainly(pipeline: Pipeline, search: str, stage: str | None, owner: str | None,
+            due_before: date | None, sort: str | None) -> list[str]:
+    """The question answered the plain way, one filter and one sort for it alone."""
+    from salesmgr.reports import due_date, fold, matches_search, sorted_records
+
+    words = fold(search).split()
+    found = [
+        r for r in pipeline.live("opportunity")
+        if (stage is None or r.values.get("stage", "").casefold() == stage.casefold())
+        and (owner is None or r.values.get("owner", "").casefold() == owner.casefold())
+        and (due_before is None or ((d := due_date(r)) is not None and d < due_before))
+        and matches_search(r, words)
+    ]
+    return [r.id for r in sorted_records(found, sort)]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(
+    st.sampled_from(WORDS), st.sampled_from([None, "lead", "Proposal", "won"]),
+    st.sampled_from([None, "ana", "BEN"]), st.sampled_from([None, date(2026, 12, 8)]),
+    st.sampled_from(SORTS)), min_size=1, max_size=8))
+def test_an_index_kept_for_many_questions_answers_each_as_select_alone_would(
+    questions: list[tuple[str, str | None, str | None, date | None, str | None]],
+) -> None:
+    """Orders and search texts an `OpportunityIndex` keeps from one question never change the
+    answer to the next: every answer is the one a fresh filter-and-sort gives."""
+    from salesmgr.reports import OpportunityIndex
+
+    pipeline, _ = make_pipeline()
+    rtype = get_registry().record_type("opportunity")
+    for i, stage in enumerate(["Lead", "Won", "Lead", "Proposal"]):  # ties, to test stability
+        pipeline.add(rtype, {"company": "Acme", "title": "Fleet", "stage": stage,
+                             "value": str(100 * (i % 2)), "owner": "ben" if i % 2 else "ana"})
+    index = OpportunityIndex(pipeline)
+    for search, stage, owner, due_before, sort in questions:
+        answer = index.query(search=search or None, stage=stage, owner=owner,
+                             due_before=due_before, sort=sort)
+        assert [index.records[i].id for i in answer] == plainly(
+            pipeline, search, stage, owner, due_before, sort)

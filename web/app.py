@@ -77,7 +77,7 @@ def site_of(request: Request) -> Site:
 def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
     """A page from ``template``; every page also gets the pipeline, the CSRF token and the
     messages waiting for this browser."""
-    from salesmgr.web.conflicts import unsettled
+    from salesmgr.web.conflicts import UNSETTLED, unsettled
 
     site = site_of(request)
     conflicts = 0
@@ -85,7 +85,7 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
     try:
         pipeline = site.source.read()
         name = pipeline.name or name
-        conflicts = unsettled(pipeline)
+        conflicts = site.source.derived(UNSETTLED, unsettled, pipeline)
     except SalesmgrError:
         pass  # the error page itself must render when the file cannot be read
     page = site.templates.get_template(template).render(
@@ -168,6 +168,10 @@ def make_app(
 
     guard = Guard(login_token)
     site = Site(PipelineSource(address), guard, config_path, today)
+    # Made as each version of the pipeline is loaded, kept until it changes: the list's index,
+    # the board, the count of conflicts every page shows.
+    site.source.prepare.update(
+        {**listing.prepared, **board.prepared(site), conflicts.UNSETTLED: conflicts.unsettled})
     routes: list[BaseRoute] = [
         Route("/login", login_page, methods=["GET"]),
         Route("/login", log_in, methods=["POST"]),

@@ -4,17 +4,20 @@ a deal moves to another stage in one action (drag it, or pick the stage on its c
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from salesmgr.cli.records import OPPORTUNITY, record_type
-from salesmgr.model.pipeline import Record
+from salesmgr.model.pipeline import Pipeline, Record
+from salesmgr.reports import ForecastRow
 from salesmgr.reports import declared_stages as stages
-from salesmgr.web.app import blocking, posted, render, see_other, site_of, text
+from salesmgr.web.app import Site, blocking, posted, render, see_other, site_of, text
 
 CARDS_PER_COLUMN = 50  # a column of 20,000 deals shows its most urgent; the List shows all
 
@@ -50,15 +53,31 @@ def overdue(record: Record, today: date) -> bool:
     return bool(due) and due < today.isoformat()
 
 
-async def board(request: Request) -> Response:
+COLUMNS, TOTALS = "board columns", "board totals"
+
+
+def prepared(site: Site) -> dict[str, Callable[[Pipeline], Any]]:
+    """The board of each version of the pipeline, made as it is loaded (`PipelineSource`)."""
+    from salesmgr.web.listing import opportunity_index
     from salesmgr.web.reports import totals_by_stage
 
+    return {
+        COLUMNS: lambda pipeline: columns_of(opportunity_index(site, pipeline).records),
+        TOTALS: lambda pipeline: totals_by_stage(pipeline, site.today()),
+    }
+
+
+async def board(request: Request) -> Response:
     site = site_of(request)
-    today = site.today()
-    columns = await blocking(site.source.derived, "board columns",
-                             lambda pipeline: columns_of(list(pipeline.live(OPPORTUNITY))))
-    totals = await blocking(site.source.derived, "board totals",
-                            lambda pipeline: totals_by_stage(pipeline, today))
+    source = site.source
+
+    def columns_and_totals() -> tuple[list[Column], dict[str, list[ForecastRow]]]:
+        pipeline = source.read()  # both of one version of it
+        made = prepared(site)
+        return (source.derived(COLUMNS, made[COLUMNS], pipeline),
+                source.derived(TOTALS, made[TOTALS], pipeline))
+
+    columns, totals = await blocking(columns_and_totals)
     return render(request, "board.html", columns=columns, totals=totals, stages=stages(),
                   overdue=overdue)
 

@@ -15,6 +15,8 @@ from salesmgr.model.pipeline import Pipeline
 from salesmgr.plugin.manager import get_registry
 from salesmgr.web.app import blocking, posted, render, see_other, site_of, text
 
+UNSETTLED = "unsettled conflicts"
+
 
 def unsettled(pipeline: Pipeline) -> int:
     """Conflicts the user has not settled: open ones, and those a policy decided."""

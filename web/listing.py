@@ -1,5 +1,9 @@
-"""The list: every live opportunity, filtered, sorted and shown a page at a time, so a
-100,000-record pipeline costs one pass over its records and a page of rows."""
+"""The list: every live opportunity, filtered, sorted and shown a page at a time.
+
+`salesmgr.reports.OpportunityIndex` (the very search, filters and sort of ``salesmgr list``) is
+made once per version of the pipeline and kept until it changes: the default order is sorted
+once, each record's search text folded once; a query's answer (the indexes of its records, in
+order) is kept too, so the next page of it is a slice, and only the rows shown are looked at."""
 
 from __future__ import annotations
 
@@ -11,9 +15,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from salesmgr.errors import ValidationError
-from salesmgr.model.pipeline import Pipeline, Record
-from salesmgr.reports import select
-from salesmgr.web.app import blocking, render, site_of
+from salesmgr.model.pipeline import Pipeline
+from salesmgr.reports import OpportunityIndex
+from salesmgr.web.app import Site, blocking, render, site_of
 from salesmgr.web.board import stages
 
 PAGE_SIZE = 50
@@ -57,8 +61,29 @@ class Query:
         return "/list?" + urlencode({k: v for k, v in values.items() if v not in ("", None)})
 
 
-def chosen(pipeline: Pipeline, query: Query) -> list[Record]:
-    """`salesmgr.reports.select`: the very search, filters and sort of ``salesmgr list``."""
+INDEX = "opportunity index"
+
+
+def ready_index(pipeline: Pipeline) -> OpportunityIndex:
+    """The index with what the first list page and the first search need: the default order
+    and every record's search text."""
+    index = OpportunityIndex(pipeline)
+    index.order(None)
+    index.texts  # noqa: B018 - made now, as the pipeline is loaded
+    return index
+
+
+prepared = {INDEX: ready_index}  # made as each version of the pipeline is loaded
+
+
+def opportunity_index(site: Site, pipeline: Pipeline) -> OpportunityIndex:
+    """The `OpportunityIndex` of ``pipeline`` (one `PipelineSource.read` gave), made once per
+    version of the pipeline (the board uses it too)."""
+    return site.source.derived(INDEX, ready_index, pipeline)
+
+
+def chosen(index: OpportunityIndex, query: Query) -> list[int]:
+    """`OpportunityIndex.query`: what `salesmgr.reports.select` (``salesmgr list``) answers."""
     due = None
     if query.due_before:
         try:
@@ -66,21 +91,26 @@ def chosen(pipeline: Pipeline, query: Query) -> list[Record]:
         except ValueError:
             raise ValidationError(
                 f"next action before: {query.due_before!r} is not a date (YYYY-MM-DD)") from None
-    return select(pipeline, search=query.search or None, stage=query.stage or None,
-                  owner=query.owner or None, due_before=due, sort=query.sort or None)
+    return index.query(search=query.search or None, stage=query.stage or None,
+                       owner=query.owner or None, due_before=due, sort=query.sort or None)
 
 
 async def listing(request: Request) -> Response:
     site = site_of(request)
     query = Query.of(request)
     key = ("list", query.search, query.stage, query.owner, query.due_before, query.sort)
-    records = await blocking(site.source.derived, key,
-                             lambda pipeline: chosen(pipeline, query))
-    pages = max(1, -(-len(records) // PAGE_SIZE))
+    def answer() -> tuple[OpportunityIndex, list[int]]:
+        pipeline = site.source.read()  # the index and the answer of one version of it
+        index = opportunity_index(site, pipeline)
+        return index, site.source.derived(key, lambda _: chosen(index, query), pipeline)
+
+    index, found = await blocking(answer)
+    pages = max(1, -(-len(found) // PAGE_SIZE))
     query.page = min(query.page, pages)
     start = (query.page - 1) * PAGE_SIZE
-    return render(request, "list.html", query=query, rows=records[start:start + PAGE_SIZE],
-                  total=len(records), pages=pages, stages=stages(), first=start + 1, sorts=SORTS)
+    rows = [index.records[i] for i in found[start:start + PAGE_SIZE]]
+    return render(request, "list.html", query=query, rows=rows, total=len(found), pages=pages,
+                  stages=stages(), first=start + 1, sorts=SORTS)
 
 
 routes = [Route("/list", listing, methods=["GET"])]

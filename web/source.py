@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -26,10 +26,17 @@ DERIVED_LIMIT = 32  # results remembered for one version of the pipeline
 class PipelineSource:
     """One pipeline (at a store's address), its last reading, and the way to change it."""
 
-    def __init__(self, address: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, address: str | os.PathLike[str],
+        prepare: Mapping[Hashable, Callable[[Pipeline], Any]] | None = None,
+    ) -> None:
         self.address = os.fspath(address)
         self.label = label(self.address)  # a short name for the page's title
-        self._guard = threading.Lock()
+        # What every version of the pipeline gets as it is loaded (or saved from here), by key
+        # for `derived`: the list's index and the board, so the first page after a change
+        # does not wait for them.  In order; each may use those before it.
+        self.prepare = dict(prepare or {})
+        self._guard = threading.RLock()  # re-entered by what `prepare` computes
         self._pipeline: Pipeline | None = None
         self._stamp: Hashable | None = None
         self._derived: dict[Hashable, Any] = {}
@@ -65,12 +72,18 @@ class PipelineSource:
     def _use(self, pipeline: Pipeline, stamp: Hashable | None) -> None:
         self._pipeline, self._stamp = pipeline, stamp
         self._derived = {}
+        for key, compute in self.prepare.items():
+            self._derived[key] = compute(pipeline)
 
-    def derived(self, key: Hashable, compute: Callable[[Pipeline], T]) -> T:
-        """``compute(pipeline)`` for the pipeline as it is now, remembered until the
-        pipeline changes: the board's columns, a list query's sorted records.  Paging through a list
-        of 100,000 deals sorts them once, not once per page."""
-        pipeline = self.read()
+    def derived(
+        self, key: Hashable, compute: Callable[[Pipeline], T], pipeline: Pipeline | None = None
+    ) -> T:
+        """``compute(pipeline)`` for the pipeline as it is now (or for ``pipeline``, one that
+        `read` gave), remembered until the pipeline changes: the board's columns, the list's
+        index and a query's answer.  Paging through a list of 100,000 deals sorts them once,
+        not once per page."""
+        if pipeline is None:
+            pipeline = self.read()
         with self._guard:
             if self._pipeline is pipeline and key in self._derived:
                 found: T = self._derived[key]
@@ -78,7 +91,7 @@ class PipelineSource:
         value = compute(pipeline)
         with self._guard:
             if self._pipeline is pipeline:
-                if len(self._derived) >= DERIVED_LIMIT:
-                    self._derived.clear()
+                if len(self._derived) >= DERIVED_LIMIT:  # forget the queries, not the index
+                    self._derived = {k: self._derived[k] for k in self.prepare}
                 self._derived[key] = value
         return value
