@@ -18,6 +18,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from conftest import Addresses
 from helpers import one_error_line, salesmgr
 from webserver import serving
@@ -288,6 +289,41 @@ def test_the_readme_way_keep_the_demos_day_and_open_it_in_the_browser(tmp_path: 
     finally:
         server.terminate()
         server.wait(20)
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite", "postgresql"])
+def test_salesmgr_web_serves_a_pipeline_in_a_database(
+    tmp_path: Path, address: Addresses
+) -> None:
+    """``salesmgr web sqlite:///office.db#emea`` (or a PostgreSQL address) as a user runs it:
+    its pages show the pipeline, a resolve and a delete made there are the database's."""
+    where = address("emea")
+    _, deal = hostile_pipeline(tmp_path, where)
+    script = Path(sys.executable).with_name("salesmgr")
+    server = subprocess.Popen([str(script), "web", where, "--on", "127.0.0.1:0"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        first = server.stdout.readline()
+        assert first.startswith(f"serving {storage.canonical(where)} on http://127.0.0.1:")
+        url = re.search(r"on (http://127\.0\.0\.1:\d+)/", first)
+        assert url is not None, first
+        visitor = Visitor(url.group(1))
+        status, page = visitor.open("/")
+        assert status == 200 and page.count("data-card=") == 1 and deal in page
+        # Settling a conflict and deleting the deal land in the database.
+        [conflict] = storage.open_pipeline(where).live("conflict")
+        status, _ = visitor.post(f"/conflicts/{conflict.id}/resolve", {"take": "device"})
+        assert status == 200
+        status, _ = visitor.post(f"/opportunities/{deal}/delete", {})
+        assert status == 200
+    finally:
+        server.terminate()
+        server.wait(20)
+    stored = storage.open_pipeline(where)
+    assert stored.records[deal].deleted
+    assert stored.records[conflict.id].values["status"] == "resolved"
+    assert stored.records[conflict.id].values["resolution"] == "device"
 
 
 def test_salesmgr_web_fails_in_one_line(tmp_path: Path) -> None:
