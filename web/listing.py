@@ -99,6 +99,7 @@ async def listing(request: Request) -> Response:
     site = site_of(request)
     query = Query.of(request)
     key = ("list", query.search, query.stage, query.owner, query.due_before, query.sort)
+
     def answer() -> tuple[OpportunityIndex, list[int]]:
         pipeline = site.source.read()  # the index and the answer of one version of it
         index = opportunity_index(site, pipeline)
