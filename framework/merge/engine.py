@@ -319,7 +319,7 @@ def merge_pair(session: MergeSession, mine: Record, theirs: Record) -> None:
         if name == DELETED:
             continue
         apply_outcome(session, mine, theirs, item, outcome)
-    settle_deletion(session, mine, theirs, outcomes.get(DELETED), label)
+    settle_deletion(session, mine, theirs, outcomes.get(DELETED), label, before)
 
     if mine.kind != session.log_kind and not mine.same_content(before):
         if mine.deleted and not before.deleted:
@@ -513,8 +513,12 @@ def settle_deletion(
     theirs: Record,
     decided: tuple[FieldMerge, FieldOutcome] | None,
     label: str,
+    before: Record,
 ) -> None:
-    """Deletion is a field like any other, except that a concurrent edit can bring a record back."""
+    """Deletion is a field like any other, except that a concurrent edit can bring a record back.
+
+    ``before`` is the desktop's record as it was before this merge took any of the device's
+    fields: the work that weighs against the device's deletion is what the desktop held."""
     desktop_deleted = mine.deleted
     if decided is not None:
         item, outcome = decided
@@ -529,15 +533,21 @@ def settle_deletion(
             return  # a policy has already weighed the deletion against the other side
     if not mine.deleted or desktop_deleted == theirs.deleted:
         return
-    weigh_deletion(session, mine, theirs, desktop_deleted, label)
+    weigh_deletion(session, mine, theirs, desktop_deleted, label, before)
 
 
 def weigh_deletion(
-    session: MergeSession, mine: Record, theirs: Record, desktop_deleted: bool, label: str = ""
+    session: MergeSession, mine: Record, theirs: Record, desktop_deleted: bool, label: str = "",
+    before: Record | None = None,
 ) -> None:
     """Deleted on one side only: was the record worked on on the other since the two last
     agreed (edited, or an activity logged on it)?  Then the policy weighs the deletion against
-    that work, and the decision is logged."""
+    that work, and the decision is logged.
+
+    The desktop's work is read from ``before`` (its record before this merge): a field the
+    merge has just settled on the device's version (the same text, written on both sides)
+    must not hide that the desktop's user wrote it too, unaware of the deletion.  Either side's
+    merge of the same two records then weighs the same work."""
     live_side: Side = "device" if desktop_deleted else "desktop"
     if desktop_deleted:
         edits = [d for d in edit_dots(theirs) if not session.desktop.knows(d)]
@@ -545,7 +555,8 @@ def weigh_deletion(
         if session.device_knows(deletion):
             return  # the device saw the deletion: nothing it did since was done in ignorance
     else:
-        edits = [d for d in edit_dots(mine) if not session.device_knows(d)]
+        worked = before if before is not None else mine
+        edits = [d for d in edit_dots(worked) if not session.device_knows(d)]
         deletion = theirs.dot_of(DELETED)
     edits += work_on(session, live_side).get(mine.id, [])
     if not edits:
