@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,12 +19,17 @@ from salesmgr.errors import ConfigError, UnknownRecordError
 from salesmgr.plugin.hookspecs import hookimpl
 from salesmgr.plugin.interfaces import MailboxTransport
 from salesmgr.plugin.manager import get_registry
-from salesmgr.plugins import hub as hubs
-from salesmgr.plugins import hub_folder as hub_folders
 from salesmgr.sync.channel import DEFAULT_TIMEOUT
 from salesmgr.sync.transports import live_transport, transport_for
 
+if TYPE_CHECKING:
+    from salesmgr.plugins import hub as hubs
+
+# The hub's modules (sessions, mailboxes, the database stores) are imported by the commands that
+# use them: every other command (merge, list...) loads this module to register it, not them.
+
 KEY_FILE = "salesmgr-hub.key"
+INTERVAL = 1.0  # seconds between looks at the devices' folders (hub serve --on folder://)
 
 key_option = click.option(
     "--key-file", type=click.Path(dir_okay=False, path_type=Path), default=KEY_FILE,
@@ -55,7 +60,7 @@ def hub() -> None:
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TIMEOUT,
               show_default=True, help="Seconds to wait for each message from a device.")
 @click.option("--interval", type=click.FloatRange(min=0, min_open=True),
-              default=hub_folders.INTERVAL, show_default=True,
+              default=INTERVAL, show_default=True,
               help="For folder://: seconds between looks at the devices' folders.")
 def serve(store: str, url: str, key_file: Path, tls_cert: str | None, tls_key: str | None,
           policy: str, workers: int, timeout: float, interval: float) -> None:
@@ -66,6 +71,8 @@ def serve(store: str, url: str, key_file: Path, tls_cert: str | None, tls_key: s
     seconds into PATH/DEVICE/PIPELINE, the mirrored folder of each paired device, and syncs
     there as `salesmgr sync --from` would, sealed with that device's credential.  SIGTERM stops
     accepting, lets the sessions under way finish, and exits."""
+    from salesmgr.plugins import hub as hubs
+    from salesmgr.plugins import hub_folder as hub_folders
     registry = get_registry()
     registry.policy(policy)
     # The database is reached now: a wrong address stops the hub before it listens.
@@ -120,6 +127,7 @@ def pair(store: str, name: str, pipelines: tuple[str, ...], key_file: Path) -> N
     """Pair a device (again): prints its credential, the secret to give that device alone.
 
     Pairing again replaces its credential; the old one stops working."""
+    from salesmgr.plugins import hub as hubs
     pipelines = tuple(dict.fromkeys(pipelines))
     hubs.pairable(store, pipelines)  # a wrong address makes no key file
     credential = hubs.pair(store, name, pipelines, hubs.read_key(key_file, create=True))
@@ -137,6 +145,7 @@ def when(ms: int | None) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def devices(store: str, as_json: bool) -> None:
     """List the paired devices, their pipelines and their last sync."""
+    from salesmgr.plugins import hub as hubs
     rows = [
         {"device": d.name, "pipelines": list(d.pipelines), "paired": when(d.paired_at),
          "last_sync": when(d.last_sync), "revoked": when(d.revoked_at)}
@@ -157,6 +166,7 @@ def devices(store: str, as_json: bool) -> None:
 def revoke(store: str, name: str) -> None:
     """End one device's access; the others are untouched."""
     from salesmgr.model.pipeline import now_ms
+    from salesmgr.plugins import hub as hubs
 
     database = hubs.database_store(store)
     device = database.device_row(store, name)

@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -22,11 +22,12 @@ from salesmgr.plugin.interfaces import Link, MailboxTransport
 from salesmgr.plugin.manager import get_registry
 from salesmgr.storage import open_pipeline, save_pipeline
 from salesmgr.sync.channel import DEFAULT_TIMEOUT
-from salesmgr.sync.mailbox import DesktopDrops
 from salesmgr.sync.results import SessionResult, refused_in
-from salesmgr.sync.session import DesktopSession
 from salesmgr.sync.transports import live_transport, transport_for
 from salesmgr.sync.wire import auth
+
+if TYPE_CHECKING:
+    from salesmgr.sync.mailbox import DesktopDrops
 
 
 def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -80,6 +81,8 @@ def drop_box(
     secret = resolve_secret(secret, config)
     timeout = timeout or config.timeout or DEFAULT_TIMEOUT
     mailbox = transport.open_mailbox(url, {**config.options, "timeout": timeout})
+    from salesmgr.sync.mailbox import DesktopDrops
+
     return DesktopDrops(mailbox, secret, timeout=timeout)
 
 
@@ -146,6 +149,8 @@ def load_device(
     timeout: float | None, watch: Watch = unwatched,
 ) -> SessionResult:
     """Load the device with the pipeline in ``file`` (which is not changed)."""
+    from salesmgr.sync.session import DesktopSession
+
     desktop = open_pipeline(file)
     box = drop_box(config, url, secret, timeout)
     if box is not None:
@@ -168,6 +173,8 @@ def sync_device(
 ) -> Sequence[SessionResult]:
     """Pull the device's changes into ``file``, merge, send back what the device lacks; the
     file is locked throughout, so no edit can slip in between reading and saving it."""
+    from salesmgr.sync.session import DesktopSession
+
     policy = policy or config.policy or "field-merge"
     get_registry().policy(policy)  # an unknown policy fails before connecting
     saved: list[str] = []  # the desktop's save is what Ctrl-C must report on

@@ -44,8 +44,6 @@ from salesmgr.sync.results import DropResult
 from salesmgr.sync.wire import drops
 from salesmgr.sync.wire.drops import DropKind
 
-INTERVAL = 1.0  # seconds between looks at the mailboxes
-
 
 def mailbox_url(url: str, device: str, pipeline: str) -> str:
     """Where ``device`` keeps its mailbox for ``pipeline`` under the hub's ``url``."""
@@ -80,7 +78,7 @@ class FolderHub:
         self.url = root.url
         return root.url
 
-    def serve(self, interval: float = INTERVAL) -> None:
+    def serve(self, interval: float) -> None:
         """Look at every mailbox, then again every ``interval`` seconds, until the hub is told
         to stop; the syncs under way then finish (drain), the others are not begun."""
         stop = self.hub._stop

@@ -24,11 +24,13 @@ import re
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-import babel
-import babel.dates
-import babel.numbers
-from babel import Locale, UnknownLocaleError
+if TYPE_CHECKING:
+    from babel import Locale
+
+# Babel is imported by the functions that read or write in a locale, when first called: most
+# commands never do, and importing Babel (its locale data, pytz) costs every command 20 ms.
 
 # Conventions an amount or date may follow when the pipeline has no locale.
 REFERENCE_LOCALES = ("en_US", "de_DE", "fr_FR", "de_CH")
@@ -50,6 +52,8 @@ EXAMPLE_DAY = date(2026, 12, 31)
 @lru_cache(maxsize=64)
 def locale_named(name: str) -> Locale:
     """The Babel locale called ``name`` (``de_DE``, ``de-DE``, ``de``)."""
+    from babel import Locale, UnknownLocaleError
+
     try:
         return Locale.parse(name.strip().replace("-", "_"))
     except (UnknownLocaleError, ValueError, TypeError):
@@ -63,6 +67,8 @@ def canonical_locale(name: str) -> str:
 
 def environment_locale() -> str | None:
     """The locale of this environment (LC_ALL, LC_NUMERIC, LANG), None for C/POSIX or unset."""
+    import babel
+
     found = babel.default_locale(("LC_ALL", "LC_NUMERIC", "LANG"))
     if not found or found in NO_LOCALE or os.environ.get("LC_ALL") in ("C", "POSIX"):
         return None
@@ -74,6 +80,8 @@ def environment_locale() -> str | None:
 
 def example_amount(locale: str | None) -> str:
     """How ``1234.56`` is written in ``locale`` (the canonical form without one)."""
+    import babel.numbers
+
     if locale is None:
         return "1234.56"
     return babel.numbers.format_decimal(EXAMPLE_AMOUNT, format="#,##0.00", locale=locale)
@@ -97,6 +105,8 @@ def in_locale(locale: str | None) -> str:
 
 def locale_number(text: str, locale: str) -> Decimal | None:
     """Babel's strict reading of ``text`` in ``locale``, None when it is not a number there."""
+    import babel.numbers
+
     symbols = locale_named(locale).number_symbols.get("latn", {})
     group = symbols.get("group", ",")
     if group in SPACES:
@@ -231,6 +241,8 @@ def parse_percent(text: str, locale: str | None, *, fraction: bool = False) -> D
 def date_order(locale: str) -> tuple[str, str]:
     """The order of day, month and year in ``locale``'s short date (``"mdy"``, ``"dmy"``,
     ``"ymd"``) and its separator."""
+    import babel.dates
+
     pattern = babel.dates.get_date_format("short", locale=locale).pattern
     order = ""
     for letter in re.findall(r"[dMy]", pattern):
@@ -245,6 +257,8 @@ def date_order(locale: str) -> tuple[str, str]:
 def month_names(locale: str | None) -> dict[str, int]:
     """Every spelling of a month name in ``locale`` (English without one), case-folded and
     without a trailing dot."""
+    import babel.dates
+
     names: dict[str, int] = {}
     for context in ("format", "stand-alone"):
         for width in ("wide", "abbreviated"):

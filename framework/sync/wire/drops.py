@@ -40,6 +40,7 @@ from salesmgr.errors import DamagedDrop, DropError, ForeignDrop, IncompleteDrop,
 from salesmgr.model.pipeline import Pipeline, Record
 from salesmgr.pieces import Window, crc32_of
 from salesmgr.plugin.manager import Registry
+from salesmgr.sync.wire.compiled import CompiledOnUse
 from salesmgr.sync.wire.protocol import (
     MALFORMED,
     Knowledge,
@@ -430,7 +431,8 @@ class Refusal(Drop):
 
 
 DROPS: dict[DropKind, type[Drop]] = {d.KIND: d for d in (Offer, Answer, Load, Refusal)}
-COMPILED: dict[DropKind, Any] = {k: d.BODY.compile() for k, d in DROPS.items()}
+COMPILED: dict[DropKind, Any] = CompiledOnUse({k: d.BODY for k, d in DROPS.items()},
+                                              lambda body: body.compile())
 NAME = re.compile(r"(offer|answer|load|refusal)-([0-9a-f]{32})" + re.escape(SUFFIX))
 
 

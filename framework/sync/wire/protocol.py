@@ -27,6 +27,7 @@ from construct import this
 
 from salesmgr.errors import ProtocolError, VersionMismatch
 from salesmgr.pieces import Window
+from salesmgr.sync.wire.compiled import CompiledOnUse
 
 MAGIC = b"SMSY"
 VERSION = 1
@@ -440,11 +441,10 @@ MESSAGES: dict[MessageType, type[Message]] = {
     m.TYPE: m
     for m in (Hello, Challenge, Proof, Open, State, Pull, Batch, DeltaEnd, Finish, Ack, Error)
 }
-# Compiled body parsers by protocol version, then by message type.
+# Compiled body parsers by protocol version, then by message type (each compiled when first used).
 COMPILED: dict[int, dict[MessageType, Any]] = {
-    VERSION: {t: m.BODY.compile() for t, m in MESSAGES.items()}
+    VERSION: CompiledOnUse({t: m.BODY for t, m in MESSAGES.items()}, lambda body: body.compile())
 }
-COMPILED_ERROR = COMPILED[VERSION][MessageType.ERROR]  # the frozen layout, for any version
 
 
 # --- building and reading --------------------------------------------------------------------
@@ -513,7 +513,8 @@ def parse(data: bytes, key: bytes | None = None, parser: Any = None) -> Received
             raise ProtocolError("message failed its authentication check (tampered with?)")
     if version != VERSION:
         if type_code == MessageType.ERROR:
-            return Received(seq, parse_body(MessageType.ERROR, data, length, COMPILED_ERROR),
+            return Received(seq, parse_body(MessageType.ERROR, data, length,
+                                               COMPILED[VERSION][MessageType.ERROR]),
                             sealed)
         raise VersionMismatch(
             f"the peer speaks sync protocol {version}, this salesmgr speaks {VERSION}", version
