@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,6 +56,8 @@ class SqliteStore(SqlStore):
             raise PipelineFileError(location.shown, "is a directory, not a database file")
         # Autocommit (isolation_level None): transactions are begun explicitly, as IMMEDIATE
         # for writes.  The timeout is how long a write waits for another's transaction.
+        import sqlite3  # imported by the commands that open a database, not by every command
+
         connection = sqlite3.connect(path, timeout=storage.LOCK_WAIT, isolation_level=None)
         try:
             connection.execute("PRAGMA journal_mode = WAL")
@@ -102,6 +103,8 @@ class SqliteStore(SqlStore):
 
     @contextmanager
     def errors(self, location: Location) -> Iterator[None]:
+        import sqlite3
+
         try:
             yield
         except sqlite3.OperationalError as problem:

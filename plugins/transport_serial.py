@@ -23,9 +23,10 @@ import time
 import tty
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import serial
+if TYPE_CHECKING:
+    import serial
 
 from salesmgr.errors import SyncError
 from salesmgr.plugin.hookspecs import hookimpl
@@ -291,6 +292,8 @@ class _SessionView:
 
 def open_port(port: str, baud: int, write_timeout: float) -> PortStream:
     """A pyserial port (any ``serial_for_url`` URL) as a link stream; SyncError if it won't open."""
+    import serial  # imported by the commands that open a port, not by every command
+
     try:
         handle = serial.serial_for_url(
             port, baudrate=baud, timeout=READ_WAIT, write_timeout=write_timeout

@@ -25,6 +25,8 @@ NOT_FOR_MERGE = (
     "salesmgr.sync.session",
     "salesmgr.sync.mailbox",
     "babel",
+    "sqlite3",
+    "serial",
 )
 
 PROBE = """
