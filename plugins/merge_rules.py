@@ -109,8 +109,9 @@ def merge_free_text(session: MergeSession, item: FieldMerge) -> FieldOutcome | N
 def merge_text(base: str | None, ours: str, theirs: str) -> str | None:
     """Three-way merge of lines; None when both sides changed the same lines differently.
 
-    Lines inserted at the same place on both sides are not a conflict: both are kept, the
-    desktop's first."""
+    Lines inserted at the same place on both sides are not a conflict: both are kept, in an
+    order fixed by their text, not by which side is the desktop, so that every pair of
+    replicas that merges the same two texts makes the same one."""
     if base is None:
         if theirs.startswith(ours):
             return theirs
@@ -132,8 +133,9 @@ def merge_text(base: str | None, ours: str, theirs: str) -> str | None:
             continue
         _, old, mine, other = group
         if not old:  # inserted at the same place on both sides: both kept
-            result.extend(mine)
-            result.extend(line for line in other if line not in mine)
+            first, second = sorted((mine, other))
+            result.extend(first)
+            result.extend(line for line in second if line not in first)
             continue
         by_line = merge_line_by_line(old, mine, other)
         if by_line is None:

@@ -138,10 +138,21 @@ def test_paired_devices_sync_revoked_ones_are_refused_and_see_only_their_pipelin
     assert companies(tmp_path / "bob.smp") == {"emea lead", "road lead"}
     assert companies(tmp_path / "cho.smp") == {"apac lead"}
 
-    listed = {d["device"]: d for d in json.loads(ok("hub", "devices", database, "--json"))}
+    # The hub records a sync once the device's last word arrived; the device may be done first.
+    listed = devices_once_synced(database, {"ana", "bob", "cho"})
     assert listed["ana"]["revoked"] and listed["ana"]["last_sync"]
     assert not listed["bob"]["revoked"] and listed["bob"]["last_sync"]
     assert listed["cho"]["pipelines"] == ["apac"]
+
+
+def devices_once_synced(database: str, names: set[str], within: float = 10.0) -> dict:
+    """`hub devices --json`, as soon as each of ``names`` has a last sync (or at the deadline)."""
+    deadline = time.monotonic() + within
+    while True:
+        listed = {d["device"]: d for d in json.loads(ok("hub", "devices", database, "--json"))}
+        if all(listed[n]["last_sync"] for n in names) or time.monotonic() > deadline:
+            return listed
+        time.sleep(0.05)
 
 
 def test_the_database_holds_no_credential(database: str, tmp_path: Path) -> None:
