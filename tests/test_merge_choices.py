@@ -14,9 +14,10 @@ from __future__ import annotations
 import copy
 
 import pytest
+from test_merge_story import SkewableClock
 
 from salesmgr.merge.engine import merge_files
-from salesmgr.model.pipeline import Pipeline, Sources, use_sources
+from salesmgr.model.pipeline import Pipeline, use_sources
 from salesmgr.plugin.manager import get_registry
 from salesmgr.testing.compare import user_data
 
@@ -99,17 +100,6 @@ def test_a_choice_between_equal_values_needs_no_new_version() -> None:
     assert merge_files(ann, bob).report.changes_nothing
 
 
-class Ticking(Sources):
-    """A clock that moves a second per write: of two writes, the later is the newer."""
-
-    def __init__(self) -> None:
-        self.clock = 1_800_000_000_000
-
-    def now_ms(self) -> int:
-        self.clock += 1000
-        return self.clock
-
-
 @pytest.mark.parametrize("live_side", ["desktop", "device"])
 def test_an_edit_equal_to_one_the_deleting_side_made_still_brings_the_deal_back(
     live_side: str,
@@ -118,7 +108,7 @@ def test_an_edit_equal_to_one_the_deleting_side_made_still_brings_the_deal_back(
     unaware of the deletion: under the default policy the deal comes back, whichever side is
     the desktop (the merge weighs the work the desktop held, not the field it has just settled
     on the device's identical, newer version)."""
-    previous = use_sources(Ticking())
+    previous = use_sources(SkewableClock())  # each write later than the last
     try:
         replicas, deal = office("ann", "bob")
         ann, bob = replicas["ann"], replicas["bob"]
