@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -16,8 +17,6 @@ from salesmgr import storage
 from salesmgr.cli.group import PIPELINE, warn
 from salesmgr.cli.records import locale_option, locale_value
 from salesmgr.errors import ValidationError
-from salesmgr.exchange.exporting import export_table
-from salesmgr.exchange.importing import ImportResult, import_table
 from salesmgr.exchange.profiles import ImportProfile, choose_profile, load_mapping_file
 from salesmgr.exchange.tables import Table, csv_text, read_table
 from salesmgr.model.fields import RecordType
@@ -25,6 +24,11 @@ from salesmgr.model.pipeline import Pipeline
 from salesmgr.plugin.hookspecs import hookimpl
 from salesmgr.plugin.manager import get_registry
 from salesmgr.storage import editing_pipeline, exclusive, open_pipeline, save_pipeline
+
+if TYPE_CHECKING:
+    from salesmgr.exchange.importing import ImportResult
+
+# Importing and exporting are imported by the commands that run them, not by every command.
 
 PATH = click.Path(path_type=Path, readable=False)
 file_argument = click.argument("file", type=PIPELINE)
@@ -132,6 +136,8 @@ def run_import(
     locale: str | None,
     update: bool,
 ) -> ImportResult:
+    from salesmgr.exchange.importing import import_table
+
     locale = locale or (profile.locale if profile else None) or pipeline.locale
     return import_table(pipeline, table, record_types(), profile=profile, locale=locale,
                         update=update)
@@ -184,6 +190,8 @@ def export(
 
         data = contact_cards(pipeline).encode("utf-8")
     else:
+        from salesmgr.exchange.exporting import export_table
+
         header, rows = export_table(pipeline, record_types(), activities=activities)
         data = csv_text(header, rows, raw=raw, bom=bom).encode("utf-8")
     if output is None:

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import re
 import socket
-import ssl
 import struct
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from salesmgr.errors import SyncError
@@ -28,6 +27,9 @@ from salesmgr.plugin.hookspecs import hookimpl
 from salesmgr.plugin.interfaces import AnyTransport, Link, Transport, filtered_stream
 from salesmgr.sync.wire.auth import certificate_binding
 from salesmgr.sync.wire.protocol import MAX_MESSAGE
+
+if TYPE_CHECKING:
+    import ssl
 
 LENGTH = struct.Struct(">I")
 PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
@@ -175,6 +177,8 @@ class TcpListener:
 
     def accept(self, timeout: float | None = None) -> Link:
         """The next desktop's link; raises TimeoutError when none came within ``timeout``."""
+        import ssl  # only a tcps:// link needs it: imported by the commands that open one
+
         self.sock.settimeout(timeout)
         conn, address = self.sock.accept()  # socket.timeout is TimeoutError
         peer = url_of("tcp", address[0], address[1])
@@ -205,6 +209,8 @@ class TcpTransport(Transport):
     tls = False
 
     def connect(self, url: str, options: Mapping[str, Any]) -> Link:
+        import ssl
+
         host, port = host_port(url)
         timeout = timeout_of(options)
         try:
@@ -265,6 +271,8 @@ class TlsTcpTransport(TcpTransport):
 
 
 def client_context(options: Mapping[str, Any]) -> ssl.SSLContext:
+    import ssl
+
     ca = options.get("tls_ca")
     if ca:
         try:
@@ -281,6 +289,8 @@ def client_context(options: Mapping[str, Any]) -> ssl.SSLContext:
 def own_certificate_binding(options: Mapping[str, Any]) -> bytes:
     """The channel binding of the listening side: SHA-256 of its own certificate (the first in
     the ``tls_cert`` file), which is what a desktop connected straight to it sees."""
+    import ssl
+
     cert = str(options.get("tls_cert"))
     try:
         with open(cert, encoding="ascii") as handle:
@@ -293,6 +303,8 @@ def own_certificate_binding(options: Mapping[str, Any]) -> bytes:
 
 
 def server_context(url: str, options: Mapping[str, Any]) -> ssl.SSLContext:
+    import ssl
+
     cert, key = options.get("tls_cert"), options.get("tls_key")
     if not cert:
         raise SyncError(f"{url}: tcps:// needs a certificate (--tls-cert, and --tls-key)")

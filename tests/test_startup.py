@@ -27,6 +27,9 @@ NOT_FOR_MERGE = (
     "babel",
     "sqlite3",
     "serial",
+    "ssl",
+    "salesmgr.exchange.importing",
+    "salesmgr.exchange.exporting",
 )
 
 PROBE = """
