@@ -133,7 +133,7 @@ def merge_text(base: str | None, ours: str, theirs: str) -> str | None:
             continue
         _, old, mine, other = group
         if not old:  # inserted at the same place on both sides: both kept
-            first, second = sorted((mine, other))
+            first, second = sorted((list(mine), list(other)))
             result.extend(first)
             result.extend(line for line in second if line not in first)
             continue
