@@ -286,8 +286,11 @@ def test_a_search_typed_before_the_scripts_ran_is_still_searched(
     with serving(path) as base:
         page.goto(base + "/list", wait_until="commit")
         page.get_by_label("Search").fill("müller")  # typed while htmx is still on its way
-        while not held:  # the request for htmx has reached the route
+        for _ in range(750):  # until the request for htmx reaches the route (15 s at most)
+            if held:
+                break
             page.wait_for_timeout(20)
+        assert held, "the page never asked for htmx"
         held[0].continue_()
         page.locator(".summary", has_text="1–1 of 1").wait_for()
         assert page.get_by_role("link", name="Müller GmbH").count() == 1
