@@ -21,7 +21,6 @@ from salesmgr.exchange.profiles import ImportProfile, choose_profile, load_mappi
 from salesmgr.exchange.tables import Table, csv_text, read_table
 from salesmgr.model.fields import RecordType
 from salesmgr.model.pipeline import Pipeline
-from salesmgr.plugin.hookspecs import hookimpl
 from salesmgr.plugin.manager import get_registry
 from salesmgr.storage import editing_pipeline, exclusive, open_pipeline, save_pipeline
 
@@ -221,9 +220,3 @@ def locale_(file: str, locale: str | None, clear: bool) -> None:
             pipeline.locale = locale
             save_pipeline(pipeline, file)
     click.echo(locale or "(none)")
-
-
-@hookimpl(tryfirst=True)
-def salesmgr_register_commands(cli: click.Group) -> None:
-    for command in (import_, export, locale_):
-        cli.add_command(command)

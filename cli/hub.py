@@ -16,7 +16,6 @@ import click
 from salesmgr.cli.group import warn
 from salesmgr.cli.views import output_mode, plain_table
 from salesmgr.errors import ConfigError, UnknownRecordError
-from salesmgr.plugin.hookspecs import hookimpl
 from salesmgr.plugin.interfaces import MailboxTransport
 from salesmgr.plugin.manager import get_registry
 from salesmgr.sync.channel import DEFAULT_TIMEOUT
@@ -177,12 +176,3 @@ def revoke(store: str, name: str) -> None:
         return
     database.mark_device(store, name, "revoked_at", now_ms())
     click.echo(f"revoked {name}")
-
-
-commands = [hub]
-
-
-@hookimpl(tryfirst=True)
-def salesmgr_register_commands(cli: click.Group) -> None:
-    for command in commands:
-        cli.add_command(command)

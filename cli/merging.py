@@ -14,7 +14,6 @@ from salesmgr.cli.group import PIPELINE, warn
 from salesmgr.cli.views import make_console, output_mode, plain_table, rich_table
 from salesmgr.merge.resolve import resolve_conflict
 from salesmgr.model.pipeline import Pipeline, Record
-from salesmgr.plugin.hookspecs import hookimpl
 from salesmgr.plugin.manager import get_registry
 from salesmgr.storage import editing_pipeline, open_pipeline, save_pipeline
 from salesmgr.sync.rules import merge_local
@@ -148,12 +147,3 @@ def resolve_command(file: str, conflict_id: str, take: str) -> None:
     for warning in resolution.warnings:
         warn(warning)
     click.echo(resolution.summary())
-
-
-commands = [merge_command, conflicts_command, resolve_command]
-
-
-@hookimpl(tryfirst=True)
-def salesmgr_register_commands(cli: click.Group) -> None:
-    for command in commands:
-        cli.add_command(command)

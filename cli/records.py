@@ -38,7 +38,6 @@ from salesmgr.errors import PipelineFileError, ValidationError
 from salesmgr.model.fields import Currency, RecordType
 from salesmgr.model.localized import canonical_locale, environment_locale, parse_day
 from salesmgr.model.pipeline import Pipeline, Record
-from salesmgr.plugin.hookspecs import hookimpl
 from salesmgr.plugin.manager import get_registry
 from salesmgr.reports import SORT_KEYS, Filters, select, select_columns, value_totals
 from salesmgr.storage import create_pipeline, editing_pipeline, open_pipeline
@@ -381,21 +380,3 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
     else:
         table = rich_table(("name", "version", "provides"), plugin_rows(infos), limit=None)
         make_console().print(table)
-
-
-commands: list[click.Command] = [
-    init,
-    add,
-    edit,
-    delete,
-    log,
-    list_,
-    show,
-    plugins,
-]
-
-
-@hookimpl(tryfirst=True)
-def salesmgr_register_commands(cli: click.Group) -> None:
-    for command in commands:
-        cli.add_command(command)

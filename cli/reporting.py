@@ -12,7 +12,6 @@ import click
 
 from salesmgr.cli.group import PIPELINE
 from salesmgr.cli.views import json_document, make_console, output_mode, plain_table, rich_table
-from salesmgr.plugin.hookspecs import hookimpl
 from salesmgr.reports import GROUPINGS, agenda, forecast, money_2dp
 from salesmgr.storage import open_pipeline
 
@@ -78,9 +77,3 @@ def agenda_(file: str, days: int, owner: str | None, today: date | None, as_json
     overdue = sum(1 for i in items if i.overdue)
     title = f"Agenda: {len(items)} next action{'s' if len(items) != 1 else ''}, {overdue} overdue"
     make_console().print(rich_table(header, rows, title=title, limit=None))
-
-
-@hookimpl(tryfirst=True)
-def salesmgr_register_commands(cli: click.Group) -> None:
-    for command in (forecast_, agenda_):
-        cli.add_command(command)

@@ -7,7 +7,6 @@ import click
 from salesmgr import storage
 from salesmgr.cli.group import PIPELINE
 from salesmgr.errors import PipelineFileError
-from salesmgr.plugin.hookspecs import hookimpl
 
 
 @click.command("copy")
@@ -31,12 +30,3 @@ def copy_command(source: str, target: str) -> None:
     live = sum(1 for _ in pipeline.live())
     click.echo(f"copied {pipeline.name or storage.label(source)!r}: {live} live records, "
                f"{len(pipeline.records)} in all, to {storage.canonical(target)}")
-
-
-commands = [copy_command]
-
-
-@hookimpl(tryfirst=True)
-def salesmgr_register_commands(cli: click.Group) -> None:
-    for command in commands:
-        cli.add_command(command)

@@ -17,7 +17,6 @@ from salesmgr.cli.group import PIPELINE
 from salesmgr.cli.site_config import SiteConfig, find_site_config, resolve_secret
 from salesmgr.errors import ConfigError, Interrupted
 from salesmgr.model.pipeline import Pipeline
-from salesmgr.plugin.hookspecs import hookimpl
 from salesmgr.plugin.interfaces import Link, MailboxTransport
 from salesmgr.plugin.manager import get_registry
 from salesmgr.storage import open_pipeline, save_pipeline
@@ -286,12 +285,3 @@ def interrupted(file: str | Path, *, saved: bool) -> Interrupted:
         f"interrupted before {file} was saved: nothing changed on this side; the next sync "
         "starts over"
     )
-
-
-commands = [load, sync, pair]
-
-
-@hookimpl(tryfirst=True)
-def salesmgr_register_commands(cli: click.Group) -> None:
-    for command in commands:
-        cli.add_command(command)

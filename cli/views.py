@@ -16,13 +16,12 @@ from functools import partial
 from itertools import islice, repeat
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TextIO
 
-import msgspec
-
 from salesmgr.model.fields import FieldKind
 from salesmgr.model.pipeline import BASE_PREFIX, clock_texts
 from salesmgr.model.record_table import LiveColumns
 
 if TYPE_CHECKING:
+    import msgspec
     from rich.console import Console
     from rich.table import Table
 
@@ -85,6 +84,8 @@ class RecordJson:
         # than a dict (fields in the object's key order).
         self.struct: type[msgspec.Struct] | None = None
         if len(set(self.keys)) == len(self.keys):
+            import msgspec  # imported by the commands that write JSON, not by every command
+
             self.struct = msgspec.defstruct("RecordObject", [(k, Any) for k in self.keys])
 
     def __call__(self, record: Record) -> dict[str, Any]:
@@ -144,7 +145,6 @@ def record_json(record: Record, rtype: RecordType | None) -> dict[str, Any]:
 
 
 JSON_CHUNK = 4096  # objects encoded per call: the output streams, the calls stay few
-JSON_LINES = msgspec.json.Encoder().encode_lines
 
 
 def write_json_array(objects: Iterable[Any], out: BinaryIO) -> None:
@@ -154,16 +154,19 @@ def write_json_array(objects: Iterable[Any], out: BinaryIO) -> None:
     msgspec encodes a chunk as JSON lines in one call (five times the standard library's
     speed); inside JSON text a newline is always escaped, so every raw newline it writes ends
     an object and can become the array's ",\n"."""
+    import msgspec  # imported by the commands that write JSON, not by every command
+
+    encode_lines = msgspec.json.Encoder().encode_lines
     chunks = iter(partial(next_chunk, iter(objects)), [])
     first = next(chunks, None)
     if first is None:
         out.write(b"[]\n")
         return
     out.write(b"[\n")
-    out.write(JSON_LINES(first)[:-1].replace(b"\n", b",\n"))
+    out.write(encode_lines(first)[:-1].replace(b"\n", b",\n"))
     for chunk in chunks:
         out.write(b",\n")
-        out.write(JSON_LINES(chunk)[:-1].replace(b"\n", b",\n"))
+        out.write(encode_lines(chunk)[:-1].replace(b"\n", b",\n"))
     out.write(b"\n]\n")
 
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from merge3 import Merge3
-
 from salesmgr.merge.engine import Conflict, FieldMerge, FieldOutcome, MergeSession
 from salesmgr.model.fields import Choice, Field, RecordId, RecordType, Text
 from salesmgr.model.pipeline import Pipeline, Record
@@ -126,6 +124,8 @@ def merge_text(base: str | None, ours: str, theirs: str) -> str | None:
     result = merge_line_by_line(base_lines, our_lines, their_lines)
     if result is not None:
         return "\n".join(result)
+    from merge3 import Merge3  # imported by a merge that meets edited text, not by every command
+
     result = []
     for group in Merge3(base_lines, our_lines, their_lines).merge_groups():
         if group[0] != "conflict":

@@ -47,7 +47,7 @@ from typing import Protocol
 from cobs import cobs
 
 from salesmgr.errors import AcceptTimeout, SyncError
-from salesmgr.sync.wire.protocol import MAX_MESSAGE  # the protocol's cap, as for tcp://
+from salesmgr.sync.wire.limits import MAX_MESSAGE  # the protocol's cap, as for tcp://
 
 VERSION = 1
 WINDOW = 32  # frames in flight: at most the sack bitmap's 32 bits, and < 128 (seq modulo 256)

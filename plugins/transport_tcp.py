@@ -25,8 +25,7 @@ from urllib.parse import urlsplit
 from salesmgr.errors import SyncError
 from salesmgr.plugin.hookspecs import hookimpl
 from salesmgr.plugin.interfaces import AnyTransport, Link, Transport, filtered_stream
-from salesmgr.sync.wire.auth import certificate_binding
-from salesmgr.sync.wire.protocol import MAX_MESSAGE
+from salesmgr.sync.wire.limits import MAX_MESSAGE
 
 if TYPE_CHECKING:
     import ssl
@@ -239,6 +238,8 @@ class TcpTransport(Transport):
             if not certificate:
                 tls.close()
                 raise SyncError(f"TLS with {url} failed: the device sent no certificate")
+            from salesmgr.sync.wire.auth import certificate_binding  # tcps:// only
+
             binding = certificate_binding(certificate)
             sock = tls
         stream = SocketStream(sock, timeout)
@@ -299,6 +300,8 @@ def own_certificate_binding(options: Mapping[str, Any]) -> bytes:
         raise SyncError(f"cannot read the TLS certificate {cert}: {problem}") from None
     if pem is None:
         raise SyncError(f"the TLS certificate file {cert} holds no PEM certificate")
+    from salesmgr.sync.wire.auth import certificate_binding  # tcps:// only
+
     return certificate_binding(ssl.PEM_cert_to_DER_cert(pem.group(0)))
 
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from salesmgr.errors import ErrorCode, PeerError, ProtocolError, SyncError, VersionMismatch
 from salesmgr.sync.channel import Channel
-from salesmgr.sync.wire import auth
+from salesmgr.sync.wire import auth, limits
 from salesmgr.sync.wire.protocol import (
     COMPILED,
     ENVELOPE_SIZE,
@@ -30,6 +30,7 @@ from salesmgr.sync.wire.protocol import (
     Finish,
     Hello,
     Message,
+    MessageType,
     Mode,
     Open,
     Proof,
@@ -210,6 +211,15 @@ def test_the_envelope_is_twenty_bytes_and_a_sealed_message_adds_a_tag() -> None:
     assert ENVELOPE_SIZE == 20
     assert len(build(Finish(False), 0)) == 21
     assert len(build(Finish(False), 0, KEY)) == 21 + 32
+
+
+def test_the_limits_transports_check_describe_the_declared_envelope() -> None:
+    # `limits` packs the envelope with the struct module, so a transport knows its cap without
+    # importing the construct declarations; the two must describe the same bytes.
+    assert limits.HEADER.size == ENVELOPE_SIZE
+    header = build(Finish(False), 7)[:ENVELOPE_SIZE]
+    assert limits.HEADER.unpack(header)[:5] == (MAGIC, VERSION, MessageType.FINISH, 0, 7)
+    assert limits.MAX_MESSAGE == ENVELOPE_SIZE + limits.MAX_BODY + limits.TAG_SIZE
 
 
 # --- the channel: order, duplicates, sealing ---------------------------------------------------

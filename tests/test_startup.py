@@ -1,21 +1,27 @@
 """A command imports what it uses: every plugin is still found and registered through the
 ``salesmgr`` entry points, but what only other commands need (the hub, sync sessions and
-mailboxes, Babel, the compiled protocol parsers) is imported when one of those commands runs.
+mailboxes, Babel, the protocol's message structs, the other commands' modules) is imported when
+one of those commands runs.
 
 Measured by ``python -X importtime``: before, loading the registry and the merge command cost
 about 0.25 s of CPU per process, of which the hub's modules, Babel, compiling every wire message's
-parser and re-reading each distribution's METADATA were 0.1 s."""
+parser and re-reading each distribution's METADATA were 0.1 s.  Then registering a built-in
+command still imported its module, and with it the hub, the protocol's structs, msgspec and
+TOML: now `salesmgr.cli.commands` adds them lazily, by name."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import json
 import os
 import subprocess
 import sys
 
+import click
 import pytest
 
+from salesmgr.cli.commands import BUILT_IN
 from salesmgr.plugin.manager import make_plugin_manager
 
 # What `salesmgr merge A B` never needs, yet the plugins used to import whenever they registered.
@@ -24,23 +30,42 @@ NOT_FOR_MERGE = (
     "salesmgr.plugins.hub_folder",
     "salesmgr.sync.session",
     "salesmgr.sync.mailbox",
+    "salesmgr.sync.channel",
+    "salesmgr.sync.wire.protocol",  # builds every message's construct struct
+    "salesmgr.sync.wire.auth",
     "babel",
     "sqlite3",
     "serial",
     "ssl",
+    "tomllib",
+    "msgspec",
+    "merge3",
     "salesmgr.exchange.importing",
     "salesmgr.exchange.exporting",
+)
+# The modules of the other built-in commands: registering a command imports only its name
+# (`salesmgr.cli.commands`), so looking up `merge` imports `salesmgr.cli.merging` alone.
+OTHER_COMMANDS = (
+    "salesmgr.cli.records",
+    "salesmgr.cli.syncing",
+    "salesmgr.cli.exchange",
+    "salesmgr.cli.reporting",
+    "salesmgr.cli.stores",
+    "salesmgr.cli.hub",
+    "salesmgr.emulator.commands",
+    "salesmgr.web.command",
 )
 
 PROBE = """
 import json, sys
 from salesmgr.cli.group import cli
 from salesmgr.plugin.manager import get_registry
-from salesmgr.sync.wire import protocol
 registry = get_registry()
 command = cli.get_command(None, "merge")
+loaded = sorted(sys.modules)
+from salesmgr.sync.wire import protocol
 print(json.dumps({
-    "loaded": sorted(sys.modules),
+    "loaded": loaded,
     "compiled": len(protocol.COMPILED[protocol.VERSION]),
     "merge": command is not None,
     "commands": sorted(cli.list_commands(None)),
@@ -62,6 +87,14 @@ def test_finding_the_merge_command_imports_no_hub_session_mailbox_or_babel(
     assert after_merge_lookup["merge"]
     loaded = set(after_merge_lookup["loaded"])
     assert loaded.isdisjoint(NOT_FOR_MERGE), sorted(loaded & set(NOT_FOR_MERGE))
+
+
+def test_finding_the_merge_command_imports_no_other_commands_module(
+    after_merge_lookup: dict,
+) -> None:
+    loaded = set(after_merge_lookup["loaded"])
+    assert "salesmgr.cli.merging" in loaded
+    assert loaded.isdisjoint(OTHER_COMMANDS), sorted(loaded & set(OTHER_COMMANDS))
 
 
 def test_every_command_is_still_registered(after_merge_lookup: dict) -> None:
@@ -96,3 +129,11 @@ def test_each_distributions_metadata_is_read_once(monkeypatch: pytest.MonkeyPatc
     pm = make_plugin_manager(entry_points=False)
     assert pm.versions  # the built-ins, each with its version
     assert len(reads) == len(set(reads)), sorted(reads)
+
+
+def test_each_built_in_command_is_registered_under_its_own_name() -> None:
+    for name, target in BUILT_IN.items():
+        module_name, _, attribute = target.partition(":")
+        command = getattr(importlib.import_module(module_name), attribute)
+        assert isinstance(command, click.Command), target
+        assert command.name == name, target

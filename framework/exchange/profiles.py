@@ -14,7 +14,6 @@ columns is there; if two fit, the user must choose.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +93,8 @@ def load_mapping_file(path: Path, fields: Iterable[str], stages: Iterable[str]) 
         "Angebot" = "Proposal"
 
     Every name is checked against ``fields`` and ``stages`` so a typo is one clear error."""
+    import tomllib  # imported by the commands that read a mapping file, not by every command
+
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -28,11 +28,15 @@ from construct import this
 from salesmgr.errors import ProtocolError, VersionMismatch
 from salesmgr.pieces import Window
 from salesmgr.sync.wire.compiled import CompiledOnUse
+from salesmgr.sync.wire.limits import (
+    HEADER,
+    MAX_BODY,
+    MAX_MESSAGE,  # noqa: F401  (the cap, for whoever reads messages)
+    TAG_SIZE,
+)
 
 MAGIC = b"SMSY"
 VERSION = 1
-MAX_BODY = 64 << 20  # far above any batch we build; a larger declared length is hostile
-TAG_SIZE = 32  # HMAC-SHA256
 NONCE_SIZE = 32
 SEALED = 0x0001  # envelope flag: a TAG_SIZE-byte HMAC tag follows the body
 # What construct's parsers raise on a malformed body.  Compiled parsers unpack with the struct
@@ -50,9 +54,7 @@ Envelope = cs.Struct(
     "body_length" / cs.Int32ul,
     "body_crc32" / cs.Int32ul,
 )
-ENVELOPE_SIZE = Envelope.sizeof()
-MAX_MESSAGE = ENVELOPE_SIZE + MAX_BODY + TAG_SIZE
-HEADER = struct.Struct("<4sBBHIII")  # the same 20 bytes, for building without construct
+ENVELOPE_SIZE = Envelope.sizeof()  # HEADER (`limits`) packs the same bytes without construct
 
 Text = cs.PascalString(cs.Int32ul, "utf8")
 Uuid = cs.Bytes(16)
