@@ -14,9 +14,11 @@ from salesmgr import hookimpl, storage
 from salesmgr.errors import ErrorCode, MergeError, PeerError, SalesmgrError, SyncError
 from salesmgr.model.pipeline import Pipeline
 from salesmgr.plugin.manager import get_registry
+from salesmgr.sync import batches
 from salesmgr.sync.device_file import DeviceFile, DeviceStore
 from salesmgr.sync.results import SessionResult
 from salesmgr.sync.session import DesktopSession, DeviceSession
+from salesmgr.sync.wire.protocol import MessageType
 from salesmgr.testing.compare import user_data
 from salesmgr.testing.links import MemoryLink, memory_link_pair
 
@@ -268,17 +270,96 @@ def test_a_second_sync_moves_no_records_and_writes_no_file(
     assert ok(desk).bytes_sent + ok(desk).bytes_received < 1500
 
 
-def test_the_desktop_saves_before_the_device_gets_anything(
-    loaded: tuple[Desktop, MemoryStore],
-) -> None:
+@pytest.fixture
+def evening(loaded: tuple[Desktop, MemoryStore]) -> tuple[Desktop, MemoryStore]:
+    """The loaded pair after a day's addition on each side."""
     desktop, store = loaded
     store.edit(lambda p: add(p, "Road lead"))
     desktop.edit(lambda p: add(p, "Desk lead"))
+    return desktop, store
+
+
+def test_the_desktop_saves_before_the_device_commits_anything(
+    evening: tuple[Desktop, MemoryStore],
+) -> None:
+    desktop, store = evening
     order: list[str] = []
     desktop.on_save = lambda: order.append("desktop")
     store.on_save = lambda: order.append("device")
     ok(sync(desktop, store)[0])
     assert order == ["desktop", "device"]
+
+
+class WatchedLink(MemoryLink):
+    """A desktop link that notes each message type it sends in ``order`` (shared with the
+    desktop's save), and fails instead of sending the types in ``fail_on``."""
+
+    def __init__(self, order: list[str], fail_on: frozenset[MessageType] = frozenset()) -> None:
+        super().__init__("desktop link")
+        self.order = order
+        self.fail_on = fail_on
+
+    def send(self, message: bytes) -> None:
+        kind = MessageType(message[5])  # the envelope: magic (4), version, type
+        if kind in self.fail_on:
+            raise SyncError("the line went dead")
+        self.order.append(kind.name)
+        super().send(message)
+
+
+def watched_pair(
+    order: list[str], fail_on: frozenset[MessageType] = frozenset()
+) -> tuple[WatchedLink, MemoryLink]:
+    desk, dev = WatchedLink(order, fail_on), MemoryLink("device link")
+    desk.peer, dev.peer = dev, desk
+    return desk, dev
+
+
+def after_pull(order: list[str]) -> list[str]:
+    return order[order.index("PULL") + 1 :]
+
+
+def test_the_records_go_back_while_the_desktop_saves_and_delta_end_only_after_it(
+    evening: tuple[Desktop, MemoryStore],
+) -> None:
+    desktop, store = evening
+    order: list[str] = []
+    desktop.on_save = lambda: order.append("saved")
+    desk, dev = sync(desktop, store, links=watched_pair(order))
+    assert ok(desk).saved and ok(dev).committed
+    assert after_pull(order) == ["BATCH", "saved", "DELTA_END"]
+    assert companies(store.pipeline) == companies(desktop.pipeline)
+
+
+def test_a_large_delta_does_not_hold_back_the_desktops_save(
+    loaded: tuple[Desktop, MemoryStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    desktop, store = loaded
+    store.edit(lambda p: add(p, "Road lead"))
+    desktop.edit(lambda p: [add(p, f"Desk lead {i}") for i in range(12)])
+    monkeypatch.setattr(batches, "AHEAD_BYTES", 1000)  # a few of the 200-byte batches
+    order: list[str] = []
+    desktop.on_save = lambda: order.append("saved")
+    desk, dev = sync(desktop, store, links=watched_pair(order), batch_bytes=200)
+    assert ok(desk).saved and ok(dev).committed
+    pushed = after_pull(order)
+    ahead = pushed.index("saved")
+    assert 1 <= ahead < pushed.count("BATCH")  # some went ahead, not all
+    assert pushed[ahead + 1 :] == ["BATCH"] * (len(pushed) - ahead - 2) + ["DELTA_END"]
+    assert companies(store.pipeline) == companies(desktop.pipeline)
+
+
+def test_a_link_that_fails_before_the_save_still_leaves_the_merge_saved_on_the_desktop(
+    evening: tuple[Desktop, MemoryStore],
+) -> None:
+    desktop, store = evening
+    device_before, saves = store.data, (desktop.saves, store.saves)
+    order: list[str] = []
+    desk, dev = sync(desktop, store, links=watched_pair(order, frozenset({MessageType.BATCH})))
+    assert isinstance(desk, SyncError) and "went dead" in str(desk)
+    assert isinstance(dev, SalesmgrError)  # told why the desktop stopped: nothing committed
+    assert (desktop.saves, store.saves) == (saves[0] + 1, saves[1])
+    assert "Road lead" in companies(desktop.pipeline) and store.data == device_before
 
 
 def test_only_changes_cross_the_link_after_a_load() -> None:

@@ -1,12 +1,16 @@
 """A delta on a live link: its records cut into BATCHes of mini pipeline files, then DELTA_END
-with the sender's knowledge."""
+with the sender's knowledge.
+
+The receiver commits nothing before DELTA_END, so a sender that must save before the receiver
+may commit (the desktop: `salesmgr.sync.rules.commit`) hands its first batches to the link, saves
+while a slow line carries them, and sends DELTA_END only once saved."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from salesmgr import storage
-from salesmgr.errors import PipelineFileError, ProtocolError
+from salesmgr.errors import PipelineFileError, ProtocolError, SyncError
 from salesmgr.merge.engine import Delta
 from salesmgr.model.pipeline import Pipeline, Record
 from salesmgr.plugin.manager import Registry
@@ -14,6 +18,10 @@ from salesmgr.sync.channel import Channel, Events
 from salesmgr.sync.wire.protocol import Batch, DeltaEnd, Message
 
 BATCH_BYTES = 256 * 1024  # records per BATCH are cut by estimated size, not count
+# Batch bytes handed to the link before the sender's own commit: about what a link queues without
+# waiting (the serial link's backlog, a socket's buffer), so a stalled peer never holds back the
+# save, while a slow line is busy carrying a typical evening's delta during it.
+AHEAD_BYTES = 64 * 1024
 
 
 def record_size(record: Record) -> int:
@@ -36,20 +44,59 @@ def split_batches(records: list[Record], batch_bytes: int) -> Iterator[list[Reco
 
 
 def send_delta(
-    channel: Channel, events: Events, delta: Delta, registry: Registry, batch_bytes: int
+    channel: Channel,
+    events: Events,
+    delta: Delta,
+    registry: Registry,
+    batch_bytes: int,
+    *,
+    commit: Callable[[], None] | None = None,
 ) -> int:
+    """Send ``delta`` as BATCHes, then DELTA_END; the number of records sent.
+
+    ``commit`` (the desktop's save) runs before DELTA_END, after at most `AHEAD_BYTES` of
+    batches went to the link.  It runs even when the link fails before it (what was merged is
+    kept, as if it had run first), and the failure is raised after it.  The batch events of
+    what went ahead are reported after it: "sent" means the receiver may now commit it.
+    """
     sent = 0
     batches = 0
-    for chunk in split_batches(delta.records, batch_bytes):
-        mini = Pipeline(
-            pipeline_id=delta.pipeline_id,
-            replica_id=delta.replica_id,
-            records={r.id: r for r in chunk},
-        )
-        channel.send(Batch(batches, len(chunk), storage.encode(mini, registry)))
-        batches += 1
-        sent += len(chunk)
-        events("batch", direction="sent", records=sent, bytes=channel.link.bytes_sent)
+    ahead = 0
+    unreported: list[int] = []  # records sent so far, at each batch that went ahead of commit
+
+    def report(records: int) -> None:
+        events("batch", direction="sent", records=records, bytes=channel.link.bytes_sent)
+
+    def run_commit() -> None:
+        nonlocal commit
+        if commit is not None:
+            done, commit = commit, None
+            done()
+            for records in unreported:
+                report(records)
+
+    try:
+        for chunk in split_batches(delta.records, batch_bytes):
+            mini = Pipeline(
+                pipeline_id=delta.pipeline_id,
+                replica_id=delta.replica_id,
+                records={r.id: r for r in chunk},
+            )
+            payload = storage.encode(mini, registry)
+            ahead += len(payload)
+            if ahead > AHEAD_BYTES:
+                run_commit()
+            channel.send(Batch(batches, len(chunk), payload))
+            batches += 1
+            sent += len(chunk)
+            if commit is None:
+                report(sent)
+            else:
+                unreported.append(sent)
+    except SyncError:
+        run_commit()
+        raise
+    run_commit()
     channel.send(DeltaEnd(delta.replica_id, batches, sent, dict(delta.knowledge)))
     return sent
 

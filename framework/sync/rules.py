@@ -196,7 +196,8 @@ def merge_on_desktop(
     """Merge the changes the device sent into ``desktop``, then apply the brake.
 
     ``untrusted`` is what `fork_if_restored` returned; ``events`` hears the ``merged`` stage.
-    Nothing is saved here: the carrier commits the desktop (`commit`) before anything goes back."""
+    Nothing is saved here: the carrier commits the desktop (`commit`) before the device can
+    commit what goes back."""
     desktop_before = live_count(desktop)
     before = versions(desktop)
     merged = merge_delta(desktop, delta, policy=policy, registry=registry, untrusted=untrusted)
@@ -232,8 +233,10 @@ def moved(pipeline: Pipeline, before: Versions) -> bool:
 def commit(pipeline: Pipeline, before: Versions, save: Callable[[Pipeline], None]) -> bool:
     """Save a side that `moved`; True when it was saved.
 
-    The desktop commits first, before anything goes back to the device: it minted the versions
-    of the merge's own decisions, so the device must never hold a version the desktop lost."""
+    The desktop commits first, before the device may commit anything that goes back to it: it
+    minted the versions of the merge's own decisions, so the device must never hold a version
+    the desktop lost.  (A live link may carry the records while the desktop saves: the device
+    commits only at DELTA_END, sent after the save; `salesmgr.sync.batches.send_delta`.)"""
     if not moved(pipeline, before):
         return False
     save(pipeline)

@@ -11,9 +11,10 @@ harmless (docs/protocol.md has the diagrams):
    it holds and what it knows.  A wrong pipeline, or a load onto unsynced changes, stops here.
 3. PULL, then the device's BATCHes and DELTA_END: only the writes the desktop lacks (a slow sync
    asks for everything).
-4. The desktop merges, *saves its file*, then sends back what the device lacks; the device
-   applies it, saves atomically and ACKs.  Both merges are idempotent, so whatever was cut, the
-   next sync finishes the job without duplicates.
+4. The desktop merges, then sends back what the device lacks, *saving its file* while the
+   first batches cross the link and before DELTA_END, the only message that lets the device
+   commit; the device applies it, saves atomically and ACKs.  Both merges are idempotent, so
+   whatever was cut, the next sync finishes the job without duplicates.
 """
 
 from __future__ import annotations
@@ -206,9 +207,15 @@ class DesktopSession(_Session):
             self.channel.send(Finish(True))
             self.channel.receive(Ack)
             return
-        self.result.saved = rules.commit(desktop, done.before, save)
+
+        def commit() -> None:
+            self.result.saved = rules.commit(desktop, done.before, save)
+
+        # The records go out while the desktop saves; the device may commit only after the
+        # save (DELTA_END follows it), so it never holds a version the desktop lost.
         self.result.records_sent = send_delta(
-            self.channel, self.events, done.merged.back, self.registry, self.batch_bytes
+            self.channel, self.events, done.merged.back, self.registry, self.batch_bytes,
+            commit=commit,
         )
         self._finish()
 
