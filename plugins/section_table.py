@@ -16,6 +16,7 @@ import re
 import struct
 import sys
 from array import array
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from functools import partial
@@ -425,12 +426,24 @@ class SectionTable:
 # -- writing: splice the bytes of unchanged records ------------------------------------------------
 
 
+def replica_counts(raw: bytes, words: int, at: int, replicas: int) -> Counter[int]:
+    """How many entries of ``raw`` (``words`` u32 words each) name each replica index in word
+    ``at``.  With at most 256 replicas (every index was checked against the table when the
+    file was read) an index is its low byte: one ``bytes.count`` in C per replica, instead of
+    a Python number per entry."""
+    if replicas > 256:
+        return Counter(u32_array(raw)[at::words])
+    low = raw[4 * at :: 4 * words]
+    return Counter({i: n for i in range(replicas) if (n := low.count(i))})
+
+
 def mentioned_replicas(table: SectionTable, changed: Iterable[int]) -> set[str]:
     """The replica ids that the dots of ``table``'s records other than ``changed`` mention."""
-    counts = Counter(u32_array(table.dots)[0::DOT_WORDS])
+    count = len(table.replicas)
+    counts = replica_counts(table.dots, DOT_WORDS, 0, count)
     for column in table.columns:
         if column.overrides:
-            counts.update(u32_array(column.overrides)[1::OVERRIDE_WORDS])
+            counts.update(replica_counts(column.overrides, OVERRIDE_WORDS, 1, count))
     by_id = Counter({table.replicas[i]: n for i, n in counts.items()})
     for index in changed:
         by_id[table.dot_at(index).replica] -= 1
@@ -460,13 +473,14 @@ def splice_section(
                 index[r.dot.replica], r.dot.counter, r.dot.at
             )
             flags[i] = DELETED_FLAG if r.deleted else 0
-    names = {column.name for column in table.columns}
-    for i in positions:
-        names.update(changed[i].values, changed[i].field_dots)
+    texts, versions = field_changes(table, changed, positions)
     by_name = {column.name: column for column in table.columns}
     columns = []
-    for name in sorted(names):
-        column = spliced_column(table, by_name.get(name), name, positions, changed, index, remap)
+    for name in sorted(by_name.keys() | texts.keys() | versions.keys()):
+        column = spliced_column(
+            by_name.get(name), name, table.count, texts.get(name, {}), versions.get(name, {}),
+            index, remap,
+        )
         if column is not None:
             columns.append(column)
     return {
@@ -480,67 +494,93 @@ def splice_section(
     }
 
 
+def field_changes(
+    table: SectionTable, changed: dict[int, Record], positions: list[int]
+) -> tuple[dict[str, dict[int, str | None]], dict[str, dict[int, Dot | None]]]:
+    """By field name, the changed records (by index, in record order) whose value of it is not
+    the one read, with their value now (None: none); and likewise for its version.  A record
+    is compared once, not once per column: a column no record changed is copied whole."""
+    texts: dict[str, dict[int, str | None]] = {}
+    versions: dict[str, dict[int, Dot | None]] = {}
+    for i in positions:
+        record = changed[i]
+        # A record whose values were never opened still has the values read.
+        if record.opened or record.source is not table or record.index != i:
+            differences(texts, i, table.as_read(i), record.values)
+        differences(versions, i, table.edits.get(i, {}), record.field_dots)
+    return texts, versions
+
+
+def differences(
+    found: dict[str, dict[int, Any]], index: int, old: Mapping[str, Any], new: Mapping[str, Any]
+) -> None:
+    """Add to ``found[name][index]`` the entries of ``new`` that differ from ``old``."""
+    if old == new:
+        return
+    was = old.get
+    for name, now in new.items():
+        if now != was(name):
+            found.setdefault(name, {})[index] = now
+    for name in old.keys() - new.keys():
+        found.setdefault(name, {})[index] = None
+
+
 def renumbered(raw: bytes | bytearray, words: int, at: int, remap: list[int]) -> bytes:
     """``raw``, entries of ``words`` u32 words each, with the replica index in word ``at`` of
-    every entry replaced through ``remap``."""
+    every entry replaced through ``remap``.  While old and new indexes are all below 256 the
+    low bytes alone change: one ``bytes.translate`` in C."""
+    if len(remap) <= 256 and max(remap, default=0) < 256:
+        out = bytearray(raw)
+        plane = slice(4 * at, None, 4 * words)
+        out[plane] = raw[plane].translate(bytes(remap) + bytes(256 - len(remap)))
+        return bytes(out)
     numbers = u32_array(raw)
     numbers[at::words] = array(U32, map(remap.__getitem__, numbers[at::words]))
     return u32_bytes(numbers)
 
 
 def spliced_column(
-    table: SectionTable,
     old: ColumnTable | None,
     name: str,
-    positions: list[int],
-    changed: dict[int, Record],
+    count: int,
+    texts: dict[int, str | None],
+    versions: dict[int, Dot | None],
     index: dict[str, int],
     remap: list[int] | None,
 ) -> dict[str, Any] | None:
-    """One column's fields, or None when no record has a value or a version for it."""
-    texts = [changed[i].values.get(name) for i in positions]
-    edits = [changed[i].field_dots.get(name) for i in positions]
-    old_edits = [table.edits.get(i, {}).get(name) for i in positions]
-    kept = b""
-    if old is not None:
-        kept = old.overrides
-        if remap is not None and kept:
-            kept = renumbered(kept, OVERRIDE_WORDS, 1, remap)
-        old_texts = [table.as_read(i).get(name) for i in positions]
-        if texts == old_texts and edits == old_edits:
-            return column_fields(name, old.lengths, old.data, kept)
-        lengths = array(U32, old.lengths)
-        present = old.present - sum(t is not None for t in old_texts)
-        data = splice_data(old, positions, texts)
-    else:
-        lengths = array(U32, [ABSENT]) * table.count
+    """One column's fields with the values ``texts`` and the versions ``versions`` (by record
+    index; None for none) written in, or None when no record has a value or a version for it."""
+    if old is None:
+        lengths = array(U32, [ABSENT]) * count
+        data = "".join(t for t in texts.values() if t is not None).encode("utf-8")
         present = 0
-        data = "".join(t for t in texts if t is not None).encode("utf-8")
-    for i, text in zip(positions, texts, strict=True):
+        overrides = b""
+    else:
+        lengths, data, present = old.lengths, old.data, old.present
+        overrides = old.overrides
+        if remap is not None and overrides:
+            overrides = renumbered(overrides, OVERRIDE_WORDS, 1, remap)
+        if texts:
+            lengths = array(U32, lengths)
+            present -= sum(lengths[i] != ABSENT for i in texts)
+            data = splice_data(old, texts)
+    for i, text in texts.items():
         lengths[i] = ABSENT if text is None else len(text.encode("utf-8"))
         present += text is not None
-    overrides = kept
-    if any(edits) or any(old_edits):
-        at = set(positions)
-        entries = [e for e in OVERRIDE.iter_unpack(kept) if e[0] not in at]
-        entries += [
-            (i, index[d.replica], d.counter, d.at)
-            for i, d in zip(positions, edits, strict=True)
-            if d is not None
-        ]
-        entries.sort()
-        overrides = b"".join(OVERRIDE.pack(*e) for e in entries)
+    if versions:
+        overrides = spliced_overrides(overrides, versions, index)
     if not present and not overrides:
         return None
     return column_fields(name, lengths, data, overrides)
 
 
-def splice_data(old: ColumnTable, positions: list[int], texts: list[str | None]) -> bytes:
-    """The column's data with the values at ``positions`` replaced by ``texts``."""
+def splice_data(old: ColumnTable, texts: dict[int, str | None]) -> bytes:
+    """The column's data with the values of the records ``texts`` names (in record order)
+    replaced by its texts."""
     data = old.data
     pieces = []
     start = 0
-    for i, text in zip(positions, texts, strict=True):
+    for i, text in texts.items():
         at = old.start(i)
         pieces.append(data[start:at])
         if text is not None:
@@ -548,6 +588,32 @@ def splice_data(old: ColumnTable, positions: list[int], texts: list[str | None])
         size = old.lengths[i]
         start = at if size == ABSENT else at + size
     pieces.append(data[start:])
+    return b"".join(pieces)
+
+
+def spliced_overrides(
+    kept: bytes, versions: dict[int, Dot | None], index: dict[str, int]
+) -> bytes:
+    """A column's overrides ``kept`` (replica indexes already renumbered) with the versions of
+    the records ``versions`` names (in record order) replaced.  Overrides are in record order
+    (a writer's rule): each change is found by bisection and the bytes between are copied."""
+    entries = u32_array(kept)[0::OVERRIDE_WORDS]  # each override's record index
+    if entries != array(U32, sorted(entries)):  # not in record order: sort them all
+        at = versions.keys()
+        unpacked = [e for e in OVERRIDE.iter_unpack(kept) if e[0] not in at]
+        unpacked += [
+            (i, index[d.replica], d.counter, d.at) for i, d in versions.items() if d is not None
+        ]
+        return b"".join(OVERRIDE.pack(*e) for e in sorted(unpacked))
+    pieces = []
+    start = 0  # the first override not copied yet
+    for i, dot in versions.items():
+        found = bisect_left(entries, i, start)
+        pieces.append(kept[OVERRIDE.size * start : OVERRIDE.size * found])
+        if dot is not None:
+            pieces.append(OVERRIDE.pack(i, index[dot.replica], dot.counter, dot.at))
+        start = found + 1 if found < len(entries) and entries[found] == i else found
+    pieces.append(kept[OVERRIDE.size * start :])
     return b"".join(pieces)
 
 

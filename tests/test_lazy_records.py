@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,14 @@ from salesmgr.model.pipeline import Dot, Pipeline, Record
 from salesmgr.model.record_table import RecordTable
 from salesmgr.plugin.manager import get_registry
 from salesmgr.plugins.pipeline_codec import PipelineCodecV1
-from salesmgr.plugins.section_table import absent_count
+from salesmgr.plugins.section_table import (
+    OVERRIDE,
+    OVERRIDE_WORDS,
+    absent_count,
+    renumbered,
+    replica_counts,
+    spliced_overrides,
+)
 
 codec = PipelineCodecV1()
 SETTINGS = settings(
@@ -221,6 +229,46 @@ def test_absent_values_are_counted_from_the_length_table_bytes(lengths: list[int
     never across two lengths (0xFFFFFF00 then 0xFFFFFFFF hold four 0xFF bytes astride)."""
     raw = b"".join(n.to_bytes(4, "little") for n in lengths)
     assert absent_count(raw) == lengths.count(0xFFFFFFFF)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 299), max_size=20), st.data())
+def test_replica_indexes_are_renumbered_and_counted_on_the_bytes(
+    indexes: list[int], data: st.DataObject
+) -> None:
+    """A save renumbers the replica index of every override (or dot) and counts who is still
+    mentioned on the low bytes while at most 256 replicas are involved, number by number when
+    more are: the same numbers either way."""
+    replicas = data.draw(st.integers(max(indexes, default=0) + 1, 300))
+    remap = data.draw(st.lists(st.integers(0, 400), min_size=replicas, max_size=replicas,
+                               unique=True))
+    raw = b"".join(OVERRIDE.pack(n, i, 7, 8) for n, i in enumerate(indexes))
+    assert renumbered(raw, OVERRIDE_WORDS, 1, remap) == b"".join(
+        OVERRIDE.pack(n, remap[i], 7, 8) for n, i in enumerate(indexes)
+    )
+    assert replica_counts(raw, OVERRIDE_WORDS, 1, replicas) == Counter(indexes)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.integers(0, 40), st.tuples(st.integers(0, 3), st.integers(0, 9))),
+       st.booleans(), st.dictionaries(st.integers(0, 40), st.none() | st.integers(0, 9)))
+def test_a_columns_versions_are_spliced_as_if_sorted_anew(
+    kept: dict[int, tuple[int, int]], reverse: bool, written: dict[int, int | None]
+) -> None:
+    """A save writes the changed versions of a column into the overrides read (in record
+    order, or not, from a writer that did not sort them): the overrides come out as a writer
+    that sorted every one anew would write them."""
+    entries = sorted(kept.items(), reverse=reverse)
+    raw = b"".join(OVERRIDE.pack(i, r, c, 5) for i, (r, c) in entries)
+    versions = {i: None if c is None else Dot(c, "b", 6) for i, c in sorted(written.items())}
+    expected = {i: (r, c, 5) for i, (r, c) in kept.items()}
+    for i, dot in versions.items():
+        expected.pop(i, None)
+        if dot is not None:
+            expected[i] = (1, dot.counter, 6)
+    assert spliced_overrides(raw, versions, {"a": 0, "b": 1}) == b"".join(
+        OVERRIDE.pack(i, *expected[i]) for i in sorted(expected)
+    )
 
 
 small_counters = st.integers(0, 6) | st.just(2**32 - 1) | st.just(2**32)
