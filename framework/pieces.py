@@ -1,4 +1,5 @@
-"""Reading a file or an entry in bounded pieces, never more than its checked size.
+"""Reading a file or an entry in bounded pieces, never more than its checked size; writing one
+with its checksum computed as it goes.
 
 A reader of a pipeline file, a drop or a message first checks the size its envelope declares
 against the size actually there and against the format's cap (a stat, a length prefix); only
@@ -13,6 +14,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable
 from io import BufferedIOBase
+from typing import IO
 
 PIECE = 1 << 20  # bytes read at a time when checking a checksum over a large body
 
@@ -83,3 +85,32 @@ class Window:
         self.crc = crc32_of(self.stream, self.length - self.seen, self.crc)
         self.seen = self.length
         return self.crc
+
+
+class ChecksumWriter:
+    """A stream that passes what is written on to ``stream`` (or nowhere, to count), keeping
+    the CRC-32 (continuing ``crc``) and the number of bytes, so that a file is written straight
+    to its destination instead of being assembled in memory first.
+
+    A write ``stream`` refuses is kept in `failure` (and reported as 0 bytes written), not
+    raised: a builder such as construct turns any exception from ``write`` into an error
+    quoting every byte it was given; the caller raises `failure` itself."""
+
+    def __init__(self, stream: IO[bytes] | None = None, crc: int = 0) -> None:
+        self.stream = stream
+        self.crc = crc
+        self.length = 0
+        self.failure: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        if self.failure is not None:
+            return 0
+        if self.stream is not None:
+            try:
+                self.stream.write(data)
+            except OSError as problem:
+                self.failure = problem
+                return 0
+            self.crc = zlib.crc32(data, self.crc)
+        self.length += len(data)
+        return len(data)

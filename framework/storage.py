@@ -21,8 +21,10 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from functools import partial
 from io import BufferedIOBase
 from pathlib import Path
+from typing import IO
 
 from salesmgr.errors import PipelineFileError
 from salesmgr.model.pipeline import Pipeline
@@ -123,15 +125,28 @@ def save(
 ) -> None:
     """Replace ``path`` atomically (temporary file, fsync, rename), keeping the old one as .bak.
 
-    ``encoder`` turns the pipeline into the file's bytes when the plain codec will not do (a
-    paired device seals its file: `salesmgr.sync.wire.auth.sealed_file`)."""
+    The codec writes the file straight into the temporary file (`Codec.write`).  ``encoder``
+    turns the pipeline into the file's bytes when the plain codec will not do (a paired device
+    seals its file: `salesmgr.sync.wire.auth.sealed_file`)."""
     pipeline.home = home_of(path)
-    data = encoder(pipeline) if encoder is not None else encode(pipeline, registry)
-    write_atomic(path, data, backup=backup)
+    if encoder is not None:
+        write_atomic(path, encoder(pipeline), backup=backup)
+    else:
+        codec = (registry or get_registry()).writer_codec()
+        write_atomic(path, partial(codec.write, pipeline), backup=backup)
     pipeline.forked_from = ""  # the file holds its identity now
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes, *, backup: bool = True) -> None:
+def write_atomic(
+    path: str | os.PathLike[str],
+    data: bytes | Callable[[IO[bytes]], object],
+    *,
+    backup: bool = True,
+) -> None:
+    """Replace ``path`` with ``data`` — bytes, or what writes them into the file it is given —
+    through a temporary file, fsync and rename, keeping the old file as .bak.  Whatever goes
+    wrong, the old file stays as it was and the temporary file is removed; an OSError is
+    reported as PipelineFileError, anything else (a pipeline that cannot be saved) as it is."""
     # Through a symbolic link to the file it names: replacing the link itself would leave the
     # real file without the change (and make FILE.bak a link).
     target = Path(os.path.realpath(path))
@@ -142,7 +157,10 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, *, backup: bool = Tr
         raise PipelineFileError(path, f"cannot write ({problem.strerror or problem})") from None
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            if callable(data):
+                data(handle)
+            else:
+                handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         if target.exists():
@@ -162,12 +180,16 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, *, backup: bool = Tr
             os.chmod(temp, 0o666 & ~umask())
         os.replace(temp, target)
         fsync_folder(folder)
-    except OSError as problem:
+    except BaseException as problem:
         try:
             os.unlink(temp)
         except OSError:
             pass
-        raise PipelineFileError(path, f"cannot write ({problem.strerror or problem})") from None
+        if isinstance(problem, OSError):
+            raise PipelineFileError(
+                path, f"cannot write ({problem.strerror or problem})"
+            ) from None
+        raise
 
 
 def umask() -> int:

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from io import BufferedIOBase
 from itertools import filterfalse
 from operator import attrgetter
-from typing import Any
+from typing import IO, Any
 
 import construct as cs
 from construct import this
@@ -33,7 +33,7 @@ from construct import this
 from salesmgr.errors import PipelineFileError, ValidationError
 from salesmgr.model.pipeline import Pipeline, Record
 from salesmgr.model.record_table import GONE, RecordTable
-from salesmgr.pieces import Window, crc32_of
+from salesmgr.pieces import ChecksumWriter, Window, crc32_of
 from salesmgr.plugin.hookspecs import hookimpl
 from salesmgr.plugin.interfaces import Codec
 from salesmgr.plugins.section_table import (
@@ -306,8 +306,22 @@ class PipelineCodecV1(Codec):
 
         Raises ValidationError for what version 1 cannot hold (an id that is not a lowercase
         UUID, text with lone surrogates, a counter beyond 64 bits)."""
+        out = io.BytesIO()
+        self.write(pipeline, out)
+        return out.getvalue()
+
+    def write(self, pipeline: Pipeline, stream: IO[bytes]) -> None:
+        """Write the file (`encode`'s bytes) to ``stream`` as it is built, never whole in
+        memory: the body's size is counted first (a pass over the declaration that copies
+        nothing), then the envelope goes out with room for its CRC, the body straight after it
+        with the CRC computed as it goes, and the CRC in its place.
+
+        Raises ValidationError, before a byte is written, for what version 1 cannot hold (see
+        `encode`); OSError as ``stream`` raises it."""
         try:
-            return self.build(pipeline)
+            fields = self.body_fields(pipeline)
+            counted = ChecksumWriter()
+            Body.build_stream(fields, counted)
         except UnicodeEncodeError as problem:
             raise ValidationError(
                 f"cannot save: text {problem.object[:40]!r} is not valid Unicode"
@@ -316,8 +330,29 @@ class PipelineCodecV1(Codec):
             raise ValidationError(
                 f"cannot save: a version number is out of range ({problem})"
             ) from None
+        length = counted.length
+        if length > MAX_BODY:
+            raise ValidationError(f"cannot save: {length} bytes is too large for one file")
+        head = Envelope.build(
+            {"major": MAJOR, "minor": MINOR, "flags": 0, "body_length": length, "crc32": 0}
+        )[:CRC_COVERS]
+        start = stream.tell()
+        stream.write(head + bytes(ENVELOPE_SIZE - CRC_COVERS))
+        body = ChecksumWriter(stream, zlib.crc32(head))
+        try:
+            Body.build_stream(fields, body)
+        except cs.StreamError:
+            if body.failure is None:
+                raise
+        if body.failure is not None:
+            raise body.failure
+        stream.seek(start + CRC_COVERS)
+        stream.write(struct.pack("<I", body.crc))
+        stream.seek(start + ENVELOPE_SIZE + length)
 
-    def build(self, pipeline: Pipeline) -> bytes:
+    def body_fields(self, pipeline: Pipeline) -> dict[str, Any]:
+        """The fields of the ``Body`` declaration for ``pipeline``: the sections read from a
+        file spliced, the others encoded."""
         sections, plans = self.plan(pipeline)
         replicas = self.replicas_of(pipeline, sections, plans)
         index = {rid: i for i, rid in enumerate(replicas)}
@@ -331,46 +366,27 @@ class PipelineCodecV1(Codec):
             else self.section(kind, sorted(sections[kind], key=attrgetter("id")), index)
             for kind in sorted(sections)
         ]
-        # The body is built right after room for the envelope, so the file is one buffer: no
-        # copy of the body is made to put the envelope in front (a seal's check encodes a file
-        # it read: it costs the file once more, not twice).
-        out = io.BytesIO()
-        out.seek(ENVELOPE_SIZE)
-        Body.build_stream(
-            {
-                "pipeline_id": uuid_bytes([pipeline.pipeline_id], "pipeline id"),
-                "replica": index[pipeline.replica_id],
-                "name": pipeline.name,
-                "owner": pipeline.owner,
-                "currency": pipeline.currency,
-                "home": pipeline.home,
-                "replica_count": len(replicas),
-                "replicas": uuid_bytes(replicas, "replica id"),
-                "knowledge_count": len(pipeline.knowledge),
-                "knowledge": knowledge_bytes(pipeline.knowledge),
-                "peer_count": len(pipeline.peers),
-                "peers": [
-                    {"replica": index[r], "entry_count": len(k), "entries": knowledge_bytes(k)}
-                    for r, k in sorted(pipeline.peers.items())
-                ],
-                "extra_count": len(pipeline.extra),
-                "extra": [{"key": k, "value": v} for k, v in sorted(pipeline.extra.items())],
-                "section_count": len(built),
-                "sections": built,
-            },
-            out,
-        )
-        length = out.tell() - ENVELOPE_SIZE
-        if length > MAX_BODY:
-            raise ValidationError(f"cannot save: {length} bytes is too large for one file")
-        head = Envelope.build(
-            {"major": MAJOR, "minor": MINOR, "flags": 0, "body_length": length, "crc32": 0}
-        )[:CRC_COVERS]
-        with out.getbuffer() as view:
-            crc = zlib.crc32(view[ENVELOPE_SIZE:], zlib.crc32(head))
-        out.seek(0)
-        out.write(head + struct.pack("<I", crc))
-        return out.getvalue()
+        return {
+            "pipeline_id": uuid_bytes([pipeline.pipeline_id], "pipeline id"),
+            "replica": index[pipeline.replica_id],
+            "name": pipeline.name,
+            "owner": pipeline.owner,
+            "currency": pipeline.currency,
+            "home": pipeline.home,
+            "replica_count": len(replicas),
+            "replicas": uuid_bytes(replicas, "replica id"),
+            "knowledge_count": len(pipeline.knowledge),
+            "knowledge": knowledge_bytes(pipeline.knowledge),
+            "peer_count": len(pipeline.peers),
+            "peers": [
+                {"replica": index[r], "entry_count": len(k), "entries": knowledge_bytes(k)}
+                for r, k in sorted(pipeline.peers.items())
+            ],
+            "extra_count": len(pipeline.extra),
+            "extra": [{"key": k, "value": v} for k, v in sorted(pipeline.extra.items())],
+            "section_count": len(built),
+            "sections": built,
+        }
 
     @staticmethod
     def plan(pipeline: Pipeline) -> tuple[dict[str, list[Record]], dict[str, Plan]]:

@@ -10,7 +10,7 @@ from collections.abc import Hashable, Mapping
 from contextlib import AbstractContextManager
 from io import BufferedIOBase
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import IO, TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from salesmgr.merge.engine import Conflict, FieldOutcome
@@ -48,6 +48,13 @@ class Codec:
 
     def encode(self, pipeline: Pipeline) -> bytes:
         raise NotImplementedError
+
+    def write(self, pipeline: Pipeline, stream: IO[bytes]) -> None:
+        """Write the file's bytes (`encode`'s) to ``stream``, a binary file open for writing
+        and seeking, at the position the file starts.  A codec that can build the file as it
+        writes it does (the built-in one: no copy of the file is made in memory); by default
+        `encode`'s bytes are written."""
+        stream.write(self.encode(pipeline))
 
     @property
     def name(self) -> str:
