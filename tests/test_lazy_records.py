@@ -22,7 +22,7 @@ from salesmgr import storage
 from salesmgr.errors import ValidationError
 from salesmgr.merge.engine import merge_files
 from salesmgr.model.pipeline import Dot, Pipeline, Record
-from salesmgr.model.record_table import RecordTable
+from salesmgr.model.record_table import RecordTable, open_values
 from salesmgr.plugin.manager import get_registry
 from salesmgr.plugins.pipeline_codec import PipelineCodecV1
 from salesmgr.plugins.section_table import (
@@ -159,6 +159,34 @@ def test_records_read_from_a_file_behave_as_a_dict_of_them(
     assert [r.id for r in read.live(kind)] == [
         r.id for r in read.records.values() if r.kind == kind and not r.deleted
     ]
+
+
+@SETTINGS
+@given(pipelines(), st.data())
+def test_records_opened_together_hold_what_each_holds_opened_alone(
+    original: Pipeline, data: st.DataObject
+) -> None:
+    """A merge opens the records it found changed together, one walk of each column: each
+    gets the values it gets opened alone, its own dict, and a save after changing some of
+    them is still the bytes of encoding every record."""
+    raw = encodable(original)
+    together, alone = codec.decode(raw, "file"), codec.decode(raw, "file")
+    ids = sorted(together.records)
+    picked = data.draw(st.lists(st.sampled_from(ids), unique=True) if ids else st.just([]))
+    records = [together.records[rid] for rid in picked]
+    # A second Record of the same index, as two copies of one pipeline each make.
+    twins = [r.source.record(r.index) for r in records[:2] if r.source is not None]
+    open_values(records + twins)
+    assert all(r.opened for r in records)
+    for record in records + twins:
+        assert record.values == alone.records[record.id].values
+    assert len({id(r.values) for r in records + twins}) == len(records) + len(twins)
+    apply(together, data.draw(changes(together)))
+    try:
+        expected = whole(together)
+    except ValidationError:
+        assume(False)
+    assert codec.encode(together) == expected
 
 
 def opened(pipeline: Pipeline) -> int:

@@ -19,6 +19,7 @@ from salesmgr.merge.duplicates import likely_duplicates
 from salesmgr.merge.report import ConflictEntry, Counts, MergeReport
 from salesmgr.model.fields import RecordId, RecordType
 from salesmgr.model.pipeline import BASE_PREFIX, DELETED, Dot, Pipeline, Record, new_id
+from salesmgr.model.record_table import open_values
 from salesmgr.plugin.interfaces import MergePolicy
 from salesmgr.plugin.manager import Registry, get_registry
 
@@ -161,6 +162,7 @@ def delta_since(
     records = registry.hook.salesmgr_collect_changes(replica=replica, since=since)
     if records is None:
         raise MergeError("no plugin collected the changes (salesmgr_collect_changes)")
+    open_values(records)
     return Delta(
         replica.pipeline_id,
         replica.replica_id,
@@ -225,6 +227,7 @@ def merge_delta(
     paired_device = set()
     paired_desktop = set()
     report = session.report
+    open_values([desktop.records[desktop_id] for desktop_id, _ in pairs])
     for desktop_id, device_id in pairs:
         paired_device.add(device_id)
         paired_desktop.add(desktop_id)
@@ -766,9 +769,9 @@ def merge_files(
     result = merge_delta(
         desktop, delta_since(device, since, registry), policy=policy, registry=registry,
     )
-    before = {
-        r.id: device.records[r.id].copy() for r in result.back.records if r.id in device.records
-    }
+    held = [device.records[r.id] for r in result.back.records if r.id in device.records]
+    open_values(held)
+    before = {record.id: record.copy() for record in held}
     apply_delta(device, result.back)
     desktop.peers[device.replica_id] = dict(device.knowledge)
     recount_device_side(result.report, before, device, result.back, registry)

@@ -11,10 +11,10 @@ save can tell what changed and copy the bytes of the rest (see the pipeline code
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, repeat
-from operator import methodcaller
+from operator import attrgetter, methodcaller
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -105,6 +105,10 @@ class RecordSource(Protocol):
         """A new dict of record ``index``'s values as read."""
         ...
 
+    def values_of_many(self, indexes: list[int]) -> list[dict[str, str]]:
+        """`values_of` of each of ``indexes`` (ascending), decoded together."""
+        ...
+
     def live_count(self) -> int:
         """How many of the records, as read, are not deleted."""
         ...
@@ -123,6 +127,23 @@ class RecordSource(Protocol):
     def unchanged(self, index: int, record: Record) -> bool:
         """Whether ``record`` is exactly record ``index`` as read."""
         ...
+
+
+def open_values(records: Iterable[Record]) -> None:
+    """Decode the values of ``records`` not yet opened, together, source by source: for what
+    reads every record it holds (a delta's copies, a merge's pairs), where opening them one at
+    a time would look each value up on its own."""
+    waiting: dict[int, tuple[RecordSource, list[Record]]] = {}
+    for record in records:
+        if not record.opened and record.source is not None:
+            waiting.setdefault(id(record.source), (record.source, []))[1].append(record)
+    for source, closed in waiting.values():
+        closed.sort(key=attrgetter("index"))
+        # Two records of one index (copies of one pipeline's record) each get their own dict.
+        for record, values in zip(
+            closed, source.values_of_many([r.index for r in closed]), strict=True
+        ):
+            record.values = values
 
 
 GONE: Any = object()  # the slot of a record deleted from the mapping
