@@ -1,12 +1,13 @@
 """Bytes on the wire grow with the changes, not with the pipeline: a sync next to a file copy.
 
-Run: ``/work/venv/bin/python bench/sync.py [--records N] [--changed C] [--repeat R]``
+Run: ``python bench/sync.py [--records N] [--changed C] [--repeat R]``
 
 Builds a realistic pipeline of N (default 100,000) opportunities (``bench/codec.py``'s generator),
-loads it onto an emulated device over loopback TCP, then changes C (default 50) records — half on
-the desktop, half on the device — and syncs.  The baseline, measured in the same run, is copying
-the whole desktop file over a loopback TCP socket into a file on the other end (written and
-fsynced, as a sync's save is).  Every sync is timed end to end as ``salesmgr sync`` runs it:
+loads it onto an emulated device over loopback TCP (``salesmgr emulator serve`` in a process of
+its own, paired, as a device is a machine of its own), then changes C (default 50) records —
+half on the desktop, half on the device — and syncs.  The baseline, measured in the same run, is
+copying the whole desktop file over a loopback TCP socket into a file on the other end (written
+and fsynced, as a sync's save is).  Every sync is timed end to end as ``salesmgr sync`` runs it:
 reading the desktop file, the session, the merge and both atomic saves.  Prints a table; the goals
 are a sync of C changed records moving less than 5% of the file's bytes, and taking under 0.5 s
 on loopback (issue 13: the cost follows the changes, not the file).
@@ -32,16 +33,18 @@ from typing import Any
 
 from salesmgr import storage
 from salesmgr.emulator.device import DeviceEmulator
+from salesmgr.emulator.process import EmulatorProcess, emulator_command
 from salesmgr.model.pipeline import Pipeline
 from salesmgr.plugin.manager import get_registry
 from salesmgr.sync.device_file import DeviceFile
 from salesmgr.sync.results import SessionResult
 from salesmgr.sync.session import DesktopSession
+from salesmgr.sync.wire import auth
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from codec import realistic_pipeline  # noqa: E402  (the shared generator of realistic data)
 
-SECRET = "bench"
+SECRET = auth.new_secret()  # a pairing secret as `salesmgr pair` makes one
 GOAL = 0.05
 GOAL_SECONDS = 0.5  # a sync of the changed records, end to end on loopback
 SERIAL_BAUD = 115_200  # the cradle of issue 5, for the estimated line-time column
@@ -107,7 +110,34 @@ class Device:
         self.listener.close()
 
 
-def timed_sync(device: Device, desk: Path) -> tuple[SessionResult, float]:
+class DeviceProcess:
+    """The emulator as a process of its own (``salesmgr emulator serve``), as a device is a
+    machine of its own: in a thread of this process its reading, merging and saving would
+    wait for the desktop's on one interpreter lock, which no real sync does.  A paired device
+    seals its file, so its file is edited through a sealing `DeviceFile` too."""
+
+    def __init__(self, path: Path, folder: Path) -> None:
+        self.path = path
+        self.emulator = EmulatorProcess(
+            emulator_command(path, "tcp://127.0.0.1:0"), folder, secret=SECRET
+        )
+        self.transport = get_registry().transport("tcp")
+
+    def file(self) -> DeviceFile:
+        return DeviceFile(self.path, secret=auth.secret_bytes(SECRET))
+
+    def session(self, act: Callable[[DesktopSession], SessionResult]) -> SessionResult:
+        link = self.transport.connect(self.emulator.url, {})
+        try:
+            return act(DesktopSession(link, SECRET))
+        finally:
+            link.close()
+
+    def stop(self) -> None:
+        self.emulator.stop()
+
+
+def timed_sync(device: Device | DeviceProcess, desk: Path) -> tuple[SessionResult, float]:
     started = time.perf_counter()
     result = device.session(
         lambda s: s.sync(storage.load(desk), save=lambda p: storage.save(p, desk))
@@ -115,15 +145,21 @@ def timed_sync(device: Device, desk: Path) -> tuple[SessionResult, float]:
     return result, time.perf_counter() - started
 
 
-def change(path: Path, ids: list[str], prefix: str, rng: random.Random) -> None:
-    pipeline = storage.load(path)
+def change(
+    path: Path, ids: list[str], prefix: str, rng: random.Random, store: DeviceFile | None = None
+) -> None:
+    pipeline = storage.load(path) if store is None else store.load()
+    assert pipeline is not None
     rtype = get_registry().record_type("opportunity")
     for i, record_id in enumerate(ids):
         pipeline.update(rtype, record_id, {
             "stage": rng.choice(("Qualified", "Proposal", "Negotiation", "Won")),
             "next_action": f"{prefix} follow-up {i}",
         })
-    storage.save(pipeline, path)
+    if store is None:
+        storage.save(pipeline, path)
+    else:
+        store.save(pipeline)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             (copy_over_tcp(desk, copy) for _ in range(args.repeat)), key=lambda r: r[1]
         )
 
-        device = Device(dev)
+        device = DeviceProcess(dev, Path(folder))
         try:
             started = time.perf_counter()
             loaded = device.session(lambda s: s.load(storage.load(desk)))
@@ -153,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             chosen = rng.sample(live, args.changed)
             half = args.changed // 2
             change(desk, chosen[:half], "office", rng)
-            change(dev, chosen[half:], "road", rng)
+            change(dev, chosen[half:], "road", rng, device.file())
             evening = (desk.read_bytes(), dev.read_bytes())
 
             runs: list[tuple[SessionResult, float]] = []
