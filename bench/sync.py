@@ -98,11 +98,7 @@ class Device:
         self.thread.start()
 
     def session(self, act: Callable[[DesktopSession], SessionResult]) -> SessionResult:
-        link = self.transport.connect(self.listener.url, self.connect_options)
-        try:
-            return act(DesktopSession(link, SECRET))
-        finally:
-            link.close()
+        return session(self.transport, self.listener.url, self.connect_options, act)
 
     def stop(self) -> None:
         self.emulator.stop()
@@ -127,14 +123,22 @@ class DeviceProcess:
         return DeviceFile(self.path, secret=auth.secret_bytes(SECRET))
 
     def session(self, act: Callable[[DesktopSession], SessionResult]) -> SessionResult:
-        link = self.transport.connect(self.emulator.url, {})
-        try:
-            return act(DesktopSession(link, SECRET))
-        finally:
-            link.close()
+        return session(self.transport, self.emulator.url, {}, act)
 
     def stop(self) -> None:
         self.emulator.stop()
+
+
+def session(
+    transport: Any, url: str, options: dict[str, Any],
+    act: Callable[[DesktopSession], SessionResult],
+) -> SessionResult:
+    """One desktop session with the device at ``url``: ``act`` runs it."""
+    link = transport.connect(url, options)
+    try:
+        return act(DesktopSession(link, SECRET))
+    finally:
+        link.close()
 
 
 def timed_sync(device: Device | DeviceProcess, desk: Path) -> tuple[SessionResult, float]:
