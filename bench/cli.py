@@ -3,8 +3,8 @@
 Run: ``python bench/cli.py [--records N] [--repeat R]``  (``--records 1000000`` works too)
 
 Writes a CSV of N realistic opportunities (``bench/codec.py``'s generator), imports it, and runs
-every command as a user does (the installed ``salesmgr`` script, a new process, output piped),
-best of R.  Baselines, measured in the same run:
+every command as a user does (the installed ``salesmgr`` script, a new process, output piped,
+bytecode cached: ``bench/processes.py``), best of R.  Baselines, measured in the same run:
 
 - start-up: ``salesmgr --version``;
 - the disk: ``cat FILE`` (every byte of the file, read and thrown away);
@@ -34,12 +34,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from codec import opportunity_values  # noqa: E402
+from processes import SCRIPT, run_children_as_a_user  # noqa: E402
 
 from salesmgr import storage  # noqa: E402
 from salesmgr.plugin.manager import get_registry  # noqa: E402
 
-BIN = Path(sys.executable).parent
-SCRIPT = str(BIN / "salesmgr")
 READ_EVERY_RECORD = (
     "import sys; from salesmgr import storage; pipeline = storage.load(sys.argv[1]); "
     "sum(len(record.values) for record in pipeline.records.values())"
@@ -109,6 +108,7 @@ def main() -> int:
     repeat = args.repeat
     folder = Path(tempfile.mkdtemp(prefix="salesmgr-bench-cli-"))
     try:
+        run_children_as_a_user(folder)
         table = folder / "opportunities.csv"
         path = folder / "big.smp"
         write_csv(table, args.records)
