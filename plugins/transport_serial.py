@@ -28,20 +28,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import serial
 
+    from salesmgr.plugins.serial_link import LinkSettings, SerialLink, Stream
+
 from salesmgr.errors import SyncError
 from salesmgr.plugin.hookspecs import hookimpl
 from salesmgr.plugin.interfaces import AnyTransport, Transport, filtered_stream
-from salesmgr.plugins.serial_link import (
-    DEAD_AFTER,
-    PAYLOAD_SIZE,
-    FrameReader,
-    LinkSettings,
-    SerialLink,
-    Stream,
-    accept_link,
-    connect_link,
-    wire_size,
-)
 
 SCHEME = "serial"
 PTY_SCHEME = "serial-pty"
@@ -120,6 +111,10 @@ def _timeout(value: Any, where: str) -> float:
 
 def _settings(address: SerialAddress, options: Mapping[str, Any], baud: int | None) -> LinkSettings:
     """Link settings: the URL's query wins over options, which win over the defaults."""
+    # The link layer is imported by the commands that open a line (every one settles its
+    # settings here first), not by every command that registers the transport.
+    from salesmgr.plugins.serial_link import DEAD_AFTER, PAYLOAD_SIZE, LinkSettings, wire_size
+
     timeout = address.timeout
     if timeout is None and options.get("timeout") is not None:
         timeout = _timeout(options["timeout"], "timeout option")
@@ -326,6 +321,8 @@ class SerialListener:
         self._pace_baud = pace_baud
         self._keep_open = keep_open
         self._stop = threading.Event()
+        from salesmgr.plugins.serial_link import FrameReader
+
         self._current: SerialLink | None = None
         self._reader = FrameReader()  # kept between polls: a SYN may arrive in two reads
 
@@ -340,6 +337,8 @@ class SerialListener:
             self._current = None
         if self._stop.is_set():
             raise SyncError(f"{self.url}: the listener is closed")
+        from salesmgr.plugins.serial_link import accept_link
+
         stream = _wrap(_SessionView(self._line), self._options, self._pace_baud)
         try:
             self._current = accept_link(
@@ -403,6 +402,8 @@ class SerialTransport(Transport):
         baud = _option_baud(address, options) or DEFAULT_BAUD
         settings = _settings(address, options, baud)
         port = open_port(address.port, baud, write_timeout=settings.dead_after)
+        from salesmgr.plugins.serial_link import connect_link
+
         stream = _wrap(port, options, baud if options.get("pace", False) else None)
         try:
             return connect_link(stream, settings)

@@ -37,6 +37,7 @@ NOT_FOR_MERGE = (
     "babel",
     "sqlite3",
     "serial",
+    "salesmgr.plugins.serial_link",  # the serial link layer (cobs, secrets): for serial:// only
     "ssl",
     "tomllib",
     "msgspec",
