@@ -769,7 +769,8 @@ def merge_files(
     result = merge_delta(
         desktop, delta_since(device, since, registry), policy=policy, registry=registry,
     )
-    held = [device.records[r.id] for r in result.back.records if r.id in device.records]
+    found = (device.records.get(r.id) for r in result.back.records)
+    held = [record for record in found if record is not None]
     open_values(held)
     before = {record.id: record.copy() for record in held}
     apply_delta(device, result.back)
