@@ -298,11 +298,14 @@ class WatchedLink(MemoryLink):
         super().__init__("desktop link")
         self.order = order
         self.fail_on = fail_on
+        self.hold: dict[MessageType, threading.Event] = {}  # sent once the event is set (or 2 s)
 
     def send(self, message: bytes) -> None:
         kind = MessageType(message[5])  # the envelope: magic (4), version, type
         if kind in self.fail_on:
             raise SyncError("the line went dead")
+        if kind in self.hold:
+            self.hold[kind].wait(2)
         self.order.append(kind.name)
         super().send(message)
 
@@ -446,6 +449,69 @@ def test_a_device_restored_from_a_backup_gets_a_full_comparison(
     result = ok(sync(desktop, store)[0])
     assert "restored" in result.slow
     assert "Lost with the old phone?" in companies(store.pipeline)
+    assert user_data(store.pipeline) == user_data(desktop.pipeline)
+
+
+class Collections:
+    """Notes in ``order`` each time the changes of ``replica`` are collected, and for whom."""
+
+    def __init__(self, order: list[str], replica: str) -> None:
+        self.order = order
+        self.replica = replica
+        self.asked: list[dict[str, int]] = []
+        self.done = threading.Event()
+
+    @hookimpl(wrapper=True)
+    def salesmgr_collect_changes(self, replica: Pipeline, since: dict[str, int]) -> Any:
+        if replica.replica_id == self.replica:
+            self.order.append("collected")
+            self.asked.append(dict(since))
+            self.done.set()
+        return (yield)
+
+
+@pytest.fixture
+def collections() -> Iterator[Callable[[list[str], str], Collections]]:
+    plugins: list[Collections] = []
+
+    def watch(order: list[str], replica: str) -> Collections:
+        plugins.append(plugin := Collections(order, replica))
+        get_registry().pm.register(plugin)
+        return plugin
+
+    yield watch
+    for plugin in plugins:
+        get_registry().pm.unregister(plugin)
+
+
+def test_the_device_collects_what_a_normal_sync_pulls_while_the_pull_crosses_the_line(
+    evening: tuple[Desktop, MemoryStore], collections: Callable[[list[str], str], Collections],
+) -> None:
+    desktop, store = evening
+    opened_with = dict(desktop.pipeline.knowledge)
+    order: list[str] = []
+    device = collections(order, store.pipeline.replica_id)
+    links = watched_pair(order)
+    links[0].hold[MessageType.PULL] = device.done  # PULL leaves only once the device collected
+    desk, dev = sync(desktop, store, links=links)
+    assert ok(desk).records_received == 1 and ok(dev).committed
+    assert order.index("collected") < order.index("PULL")
+    assert device.asked == [opened_with]  # once, and PULL asked just that
+    assert companies(store.pipeline) == companies(desktop.pipeline)
+
+
+def test_a_slow_sync_makes_the_device_collect_again_for_what_the_pull_asks(
+    loaded: tuple[Desktop, MemoryStore], collections: Callable[[list[str], str], Collections],
+) -> None:
+    desktop, store = loaded
+    backup = store.data
+    store.edit(lambda p: add(p, "Lost with the old phone?"))
+    ok(sync(desktop, store)[0])
+    store.data = backup  # restored: the desktop asks for everything
+    device = collections([], store.pipeline.replica_id)
+    result = ok(sync(desktop, store)[0])
+    assert "restored" in result.slow
+    assert len(device.asked) == 2 and device.asked[-1] == {}
     assert user_data(store.pipeline) == user_data(desktop.pipeline)
 
 

@@ -318,9 +318,15 @@ class DeviceSession(_Session):
     def _sync(self, target: DeviceTarget, knowledge: dict[str, int], dry_run: bool) -> None:
         channel = self.channel
         pipeline_id = target.header.pipeline_id
-        pull = channel.receive(Pull)
         device = target.held if target.same else None
-        if device is not None:
+        # A normal sync pulls with the knowledge the desktop opened with: collect what that
+        # lacks while STATE and PULL cross the line (a slow sync asks anew, below).
+        opened_with = dict(target.header.knowledge)
+        guess = delta_since(device, opened_with, self.registry) if device is not None else None
+        pull = channel.receive(Pull)
+        if guess is not None and dict(pull.since) == opened_with:
+            delta = guess
+        elif device is not None:
             delta = delta_since(device, pull.since, self.registry)
         else:
             delta = Delta(pipeline_id, target.replica, knowledge, [])
