@@ -143,7 +143,11 @@ def _wrap(stream: Stream, options: Mapping[str, Any], pace_baud: int | None) -> 
 
 
 class PortStream:
-    """A pyserial port with the link's read semantics: what has arrived, or b"" after a wait."""
+    """A pyserial port with the link's read semantics: what has arrived, or b"" after a wait.
+
+    `close` may be called while another thread waits in `read`: the wait ends at once (a byte on
+    a pipe wakes it), so a link closes without waiting out a read's timeout, and the port's
+    descriptor is released only once no read uses it."""
 
     def __init__(self, port: serial.SerialBase, wait: float = READ_WAIT) -> None:
         self.port = port
@@ -154,12 +158,19 @@ class PortStream:
             self._fd = None  # loop://, rfc2217://: no descriptor to wait on
         # With a descriptor, select waits and the port must not; without, the port waits.
         port.timeout = 0 if self._fd is not None else wait
+        self._wake: tuple[int, int] | None = os.pipe() if self._fd is not None else None
+        self._reading = threading.Lock()
+        self._closed = False
 
     def read(self, size: int) -> bytes:
-        if self._fd is not None:
-            if not select.select([self._fd], [], [], self._wait)[0]:
-                return b""
-            return bytes(self.port.read(size))
+        if self._fd is not None and self._wake is not None:
+            with self._reading:
+                if self._closed:
+                    raise OSError(errno.EBADF, "the serial port is closed")
+                ready = select.select([self._fd, self._wake[0]], [], [], self._wait)[0]
+                if self._fd not in ready:
+                    return b""
+                return bytes(self.port.read(size))
         waiting = self.port.in_waiting
         if not waiting:
             first = bytes(self.port.read(1))  # waits up to the port's timeout
@@ -172,7 +183,17 @@ class PortStream:
         return written
 
     def close(self) -> None:
-        self.port.close()
+        if self._closed:
+            return
+        self._closed = True
+        if self._wake is None:
+            self.port.close()
+            return
+        os.write(self._wake[1], b"\0")  # ends a read waiting in select
+        with self._reading:
+            self.port.close()
+            for fd in self._wake:
+                os.close(fd)
 
 
 class PtyMaster:

@@ -68,9 +68,10 @@ def open_pair(
     link_settings: LinkSettings | None = None,
     desktop_faults: Faults | None = None,
     device_faults: Faults | None = None,
+    read_wait: float = 0.05,
 ) -> tuple[SerialLink, SerialLink]:
     """A desktop link and a device link over an in-memory null-modem cable."""
-    desktop_end, device_end = null_modem()
+    desktop_end, device_end = null_modem(read_wait)
     desktop_stream = FaultyStream(desktop_end, desktop_faults) if desktop_faults else desktop_end
     device_stream = FaultyStream(device_end, device_faults) if device_faults else device_end
     accepted: list[SerialLink] = []
@@ -162,16 +163,38 @@ def test_acknowledgements_are_small() -> None:
 # --- the frame size follows the line ---------------------------------------------------------
 
 
-def test_frames_grow_to_full_size_on_a_clean_line() -> None:
-    sizer = FrameSizer(largest=1024, grow_after=32)
+def test_frames_grow_to_full_size_on_a_clean_line_once_it_proved_clean() -> None:
+    sizer = FrameSizer(largest=1024)
     assert sizer.size == 16  # start small until the line proves clean
-    for _ in range(32 * 8):
+    sizes, clean = [], 0
+    while sizer.size < 1024:
+        sizes.append(sizer.size)
+        assert clean >= 4 * wire_size(sizer.size // 2) or sizer.size == 16  # proved first
         sizer.record(wire_size(sizer.size), arrived=True)
-    assert sizer.size == 1024
+        clean += wire_size(sizes[-1])
+    assert sizes == sorted(sizes)  # one doubling at a time
+    assert len(sizes) <= 24  # evidence counts across doublings: no eight frames of each size
+
+
+def test_a_loss_makes_the_line_prove_itself_again_before_frames_grow() -> None:
+    sizer = FrameSizer(largest=1024)
+    for _ in range(8):
+        sizer.record(wire_size(sizer.size), arrived=True)
+    grown_to = sizer.size
+    assert grown_to > 16
+    sizer.record(wire_size(grown_to), arrived=False)  # what arrived before a loss proves nothing
+    clean = 0
+    while sizer.size < 1024:
+        size = sizer.size
+        sizer.record(wire_size(size), arrived=True)
+        clean += wire_size(size)
+        if sizer.size > size:
+            assert clean >= 4 * wire_size(sizer.size)
+    assert clean > 4 * wire_size(1024)
 
 
 def test_frames_shrink_when_the_line_garbles_bytes() -> None:
-    sizer = FrameSizer(largest=1024, grow_after=32)
+    sizer = FrameSizer(largest=1024)
     rng = random.Random(5)
     for _ in range(2_000):  # each byte damaged with probability 2%
         wire = wire_size(sizer.size)
@@ -294,6 +317,18 @@ def test_close_delivers_what_is_queued_then_the_peer_hears_the_goodbye(
         device.receive(timeout=5)
     with pytest.raises(SyncError, match="closed"):
         device.send(b"too late")
+
+
+def test_close_ends_the_readers_wait_for_bytes_instead_of_waiting_it_out(
+    links: list[SerialLink],
+) -> None:
+    # A read returns after 5 s of silence, and the device keeps silent (no keep-alive for 6 s).
+    desktop, device = open_pair(links, LinkSettings(dead_after=60), read_wait=5)
+    exchange(desktop, device, [b"evening"], [b"done"])
+    time.sleep(0.3)  # the last acks are said: the line is quiet
+    started = time.monotonic()
+    desktop.close()
+    assert time.monotonic() - started < 1
 
 
 def test_a_closed_link_refuses_to_send_or_receive(links: list[SerialLink]) -> None:

@@ -377,6 +377,33 @@ def test_a_port_without_a_descriptor_still_reads_what_has_arrived() -> None:
         port.close()
 
 
+def test_closing_a_port_ends_a_read_waiting_in_another_thread_at_once() -> None:
+    master, slave = os.openpty()
+    try:
+        port = PortStream(serial.Serial(os.ttyname(slave)), wait=10)  # a long wait for bytes
+        outcome: list[object] = []
+
+        def read() -> None:
+            try:
+                outcome.append(port.read(100))
+            except OSError as error:
+                outcome.append(error)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        time.sleep(0.1)  # the reader waits for bytes now
+        started = time.monotonic()
+        port.close()
+        reader.join(2)
+        assert not reader.is_alive() and time.monotonic() - started < 1
+        assert outcome in ([b""], []) or isinstance(outcome[0], OSError)
+        with pytest.raises(OSError):
+            port.read(100)  # a closed port's descriptor is never touched again
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
 # --- pacing ----------------------------------------------------------------------------------
 
 
