@@ -438,20 +438,6 @@ def test_a_reset_device_is_loaded_again_and_deletes_nothing(
         assert user_data(reset.pipeline) == before
 
 
-def test_a_device_restored_from_a_backup_gets_a_full_comparison(
-    loaded: tuple[Desktop, MemoryStore],
-) -> None:
-    desktop, store = loaded
-    backup = store.data
-    store.edit(lambda p: add(p, "Lost with the old phone?"))
-    ok(sync(desktop, store)[0])
-    store.data = backup  # the phone was restored from last week's backup
-    result = ok(sync(desktop, store)[0])
-    assert "restored" in result.slow
-    assert "Lost with the old phone?" in companies(store.pipeline)
-    assert user_data(store.pipeline) == user_data(desktop.pipeline)
-
-
 class Collections:
     """Notes in ``order`` each time the changes of ``replica`` are collected, and for whom."""
 
@@ -470,49 +456,38 @@ class Collections:
         return (yield)
 
 
-@pytest.fixture
-def collections() -> Iterator[Callable[[list[str], str], Collections]]:
-    plugins: list[Collections] = []
-
-    def watch(order: list[str], replica: str) -> Collections:
-        plugins.append(plugin := Collections(order, replica))
-        get_registry().pm.register(plugin)
-        return plugin
-
-    yield watch
-    for plugin in plugins:
-        get_registry().pm.unregister(plugin)
-
-
-def test_the_device_collects_what_a_normal_sync_pulls_while_the_pull_crosses_the_line(
-    evening: tuple[Desktop, MemoryStore], collections: Callable[[list[str], str], Collections],
-) -> None:
-    desktop, store = evening
-    opened_with = dict(desktop.pipeline.knowledge)
-    order: list[str] = []
-    device = collections(order, store.pipeline.replica_id)
-    links = watched_pair(order)
-    links[0].hold[MessageType.PULL] = device.done  # PULL leaves only once the device collected
-    desk, dev = sync(desktop, store, links=links)
-    assert ok(desk).records_received == 1 and ok(dev).committed
-    assert order.index("collected") < order.index("PULL")
-    assert device.asked == [opened_with]  # once, and PULL asked just that
-    assert companies(store.pipeline) == companies(desktop.pipeline)
-
-
-def test_a_slow_sync_makes_the_device_collect_again_for_what_the_pull_asks(
-    loaded: tuple[Desktop, MemoryStore], collections: Callable[[list[str], str], Collections],
+def test_a_device_restored_from_a_backup_gets_a_full_comparison(
+    loaded: tuple[Desktop, MemoryStore],
 ) -> None:
     desktop, store = loaded
     backup = store.data
     store.edit(lambda p: add(p, "Lost with the old phone?"))
     ok(sync(desktop, store)[0])
-    store.data = backup  # restored: the desktop asks for everything
-    device = collections([], store.pipeline.replica_id)
-    result = ok(sync(desktop, store)[0])
+    store.data = backup  # the phone was restored from last week's backup
+    device = Collections([], store.pipeline.replica_id)
+    with registered(device):
+        result = ok(sync(desktop, store)[0])
     assert "restored" in result.slow
-    assert len(device.asked) == 2 and device.asked[-1] == {}
+    assert device.asked[-1] == {}  # not what it collected before PULL came: everything
+    assert "Lost with the old phone?" in companies(store.pipeline)
     assert user_data(store.pipeline) == user_data(desktop.pipeline)
+
+
+def test_the_device_collects_what_a_normal_sync_pulls_while_the_pull_crosses_the_line(
+    evening: tuple[Desktop, MemoryStore],
+) -> None:
+    desktop, store = evening
+    opened_with = dict(desktop.pipeline.knowledge)
+    order: list[str] = []
+    device = Collections(order, store.pipeline.replica_id)
+    links = watched_pair(order)
+    links[0].hold[MessageType.PULL] = device.done  # PULL leaves only once the device collected
+    with registered(device):
+        desk, dev = sync(desktop, store, links=links)
+    assert ok(desk).records_received == 1 and ok(dev).committed
+    assert order.index("collected") < order.index("PULL")
+    assert device.asked == [opened_with]  # once, and PULL asked just that
+    assert companies(store.pipeline) == companies(desktop.pipeline)
 
 
 def test_a_desktop_file_restored_from_a_backup_becomes_a_new_replica(
@@ -660,15 +635,21 @@ class Recorder:
             self.events.append((stage, dict(info)))
 
 
-class listening:
-    def __init__(self, events: list[tuple[str, dict[str, Any]]]) -> None:
-        self.plugin = Recorder(events)
+class registered:
+    """A plugin registered for the time of a with block."""
+
+    def __init__(self, plugin: object) -> None:
+        self.plugin = plugin
 
     def __enter__(self) -> None:
         get_registry().pm.register(self.plugin)
 
     def __exit__(self, *exc: object) -> None:
         get_registry().pm.unregister(self.plugin)
+
+
+def listening(events: list[tuple[str, dict[str, Any]]]) -> registered:
+    return registered(Recorder(events))
 
 
 def stages(events: list[tuple[str, dict[str, Any]]], side: str) -> list[str]:
