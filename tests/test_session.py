@@ -473,6 +473,39 @@ def test_a_device_restored_from_a_backup_gets_a_full_comparison(
     assert user_data(store.pipeline) == user_data(desktop.pipeline)
 
 
+class ReadNoted:
+    """A device store that notes in ``order`` when the session reads it."""
+
+    renamed = False
+
+    def __init__(self, store: MemoryStore, order: list[str]) -> None:
+        self.store = store
+        self.order = order
+        self.read = threading.Event()
+
+    def load(self) -> Pipeline | None:
+        self.order.append("device read")
+        self.read.set()
+        return self.store.load()
+
+    def save(self, pipeline: Pipeline) -> None:
+        self.store.save(pipeline)
+
+
+def test_the_device_reads_its_file_while_open_crosses_the_line(
+    evening: tuple[Desktop, MemoryStore],
+) -> None:
+    desktop, store = evening
+    order: list[str] = []
+    device = ReadNoted(store, order)
+    links = watched_pair(order)
+    links[0].hold[MessageType.OPEN] = device.read  # OPEN leaves only once the device read
+    desk, dev = sync(desktop, device, links=links)
+    assert ok(desk).committed and ok(dev).committed
+    assert order.index("PROOF") < order.index("device read") < order.index("OPEN")
+    assert companies(store.pipeline) == companies(desktop.pipeline)
+
+
 def test_the_device_collects_what_a_normal_sync_pulls_while_the_pull_crosses_the_line(
     evening: tuple[Desktop, MemoryStore],
 ) -> None:

@@ -272,11 +272,12 @@ class DeviceSession(_Session):
         channel = self.channel
         auth.device_handshake(channel, self.secret, SOFTWARE, binding_of(self.link),
                               lambda peer: self.events("hello", peer_software=peer))
-        # Only an authenticated desktop gets to hold the device's file.
+        # Only an authenticated desktop gets to hold the device's file; it is read at once, while
+        # OPEN (sent right behind PROOF) crosses the line.
         with self.hold():
-            self._answer()
+            self._answer(self.store.load())
 
-    def _answer(self) -> None:
+    def _answer(self, held: Pipeline | None) -> None:
         channel = self.channel
         opening = channel.receive(Open)
         self.result.mode = self.events.mode = opening.mode.name.lower()
@@ -284,7 +285,7 @@ class DeviceSession(_Session):
         self.result.dry_run = opening.dry_run
         self.events("authenticated", peer_replica=opening.desktop_replica)
 
-        target = DeviceTarget(self.store.load(), header_of(opening))
+        target = DeviceTarget(held, header_of(opening))
         rules.check_desktop(target, load=opening.mode is Mode.LOAD, registry=self.registry)
         device = target.held if target.same else None
         self.result.device_records = live_count(device)
