@@ -158,37 +158,33 @@ class FrameSizer:
     probability (1-p)**w: at a few percent of bytes a 1 KiB frame never gets through, while small
     frames still do.  The sizer estimates p from recent frames (a frame sent again counts as
     lost) and picks the size that carries the most payload per byte sent.  It starts small and
-    grows, like TCP's slow start, only as the line proves clean, so a noisy line is found out
-    before large frames are committed to it (a frame keeps its size when sent again): it doubles
-    once the bytes that arrived since the last loss reach ``evidence`` times a frame of the new
-    size.  Seen B clean bytes, a loss rate much above 1/B is unlikely, and a frame of B/4 bytes
-    then gets through at least three times in four.  Evidence counts across doublings, so a clean
-    line reaches full size in a few dozen frames rather than eight of every size.
+    grows at most one doubling per window of clean frames, like TCP's slow start, so a noisy
+    line is found out before large frames are committed to it (a frame keeps its size when sent
+    again).
     """
 
     SMALLEST = 16
     DECAY = 0.98  # weight of older frames: the estimate follows the last hundred or so
 
-    def __init__(self, largest: int, evidence: int = 4) -> None:
+    def __init__(self, largest: int, grow_after: int) -> None:
         self.largest = largest
         self.size = min(self.SMALLEST, largest)
-        self._evidence = evidence
+        self._grow_after = grow_after
         self._sizes = sorted({min(largest, self.SMALLEST << k) for k in range(13)} | {largest})
-        self._clean_bytes = 0  # bytes that arrived since the last loss
+        self._clean = 0
         self._frames = self._lost = self._bytes = 0.0
 
     def record(self, wire: int, *, arrived: bool) -> None:
         self._frames = self._frames * self.DECAY + 1
         self._lost = self._lost * self.DECAY + (0 if arrived else 1)
         self._bytes = self._bytes * self.DECAY + wire
-        self._clean_bytes = self._clean_bytes + wire if arrived else 0
+        self._clean = self._clean + 1 if arrived else 0
         best = self.best()
         if best < self.size:
             self.size = best
-        elif best > self.size:
-            bigger = min(best, self.size * 2)
-            if self._clean_bytes >= self._evidence * wire_size(bigger):
-                self.size = bigger
+        elif best > self.size and self._clean >= self._grow_after:
+            self.size = min(best, self.size * 2)
+            self._clean = 0
 
     def best(self) -> int:
         """The payload size with the best expected yield at the loss rate seen so far."""
@@ -305,7 +301,7 @@ class SerialLink:
         self._pending: deque[bytes] = deque()  # messages not yet wholly cut into frames
         self._pending_at = 0  # how much of the first one is already cut
         self._pending_bytes = 0
-        self._sizer = FrameSizer(settings.payload_size)
+        self._sizer = FrameSizer(settings.payload_size, grow_after=8)
         self._unacked: dict[int, _Outgoing] = {}
         self._base = 0  # oldest unacknowledged frame
         self._next = 0  # next frame number to give out
