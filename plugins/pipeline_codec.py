@@ -292,10 +292,11 @@ class PipelineCodecV1(Codec):
             biggest, *others = sorted(tables, key=attrgetter("count"), reverse=True)
             seen: set[bytes] = set()
             for table in others:
-                ids = table.positions.keys()
-                if not biggest.positions.keys().isdisjoint(ids) or not seen.isdisjoint(ids):
+                if not seen.isdisjoint(table.id_keys):
                     raise CorruptBody("a record id appears twice (in two sections)")
-                seen.update(ids)
+                seen.update(table.id_keys)
+            if biggest.holds_any(seen):
+                raise CorruptBody("a record id appears twice (in two sections)")
         # Records are made as they are used: a merge or a sync reads few of 100,000.
         pipeline.records = RecordTable(list(tables))
         return pipeline

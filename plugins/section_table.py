@@ -20,8 +20,8 @@ from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from functools import partial
-from itertools import accumulate, compress, repeat
-from operator import gt, itemgetter, mul, not_, sub
+from itertools import accumulate, compress, islice, repeat
+from operator import gt, itemgetter, lt, mul, not_, sub
 from typing import Any
 
 from salesmgr.model.pipeline import MAX_CLOCK_MS, MIN_CLOCK_MS, Dot, Record
@@ -70,7 +70,7 @@ def absent_count(raw: bytes) -> int:
     """How many of the little-endian u32 in ``raw`` are ABSENT (all four bytes 0xFF): the AND of
     the four byte planes, as big integers, in C.  (``array.count`` compares every number as a
     Python object, which was a tenth of reading a 100,000-record file.)"""
-    if not raw:
+    if b"\xff\xff\xff\xff" not in raw:  # a full column, the usual case: one search in C
         return 0
     planes = [int.from_bytes(raw[i::4], "little") for i in range(4)]
     every = planes[0] & planes[1] & planes[2] & planes[3]
@@ -93,20 +93,22 @@ def check_clock(at: int, where: str) -> None:
         )
 
 
-def check_clocks(dots: bytes, where: str) -> None:
-    """`check_clock` for every dot in ``dots``, on the high words first: a clock whose high 32
-    bits lie strictly between those of the two limits is in range, so a whole section costs one
-    pass in C, and only one with a clock near a limit is checked dot by dot."""
-    if not dots:
+def check_clocks(raw: bytes, where: str, entry: struct.Struct = DOT) -> None:
+    """`check_clock` for every entry in ``raw`` (dots, or overrides: ``entry``, which ends
+    with the clock), on the high words first: a clock whose high 32 bits lie strictly between
+    those of the two limits is in range, so a whole section costs one pass in C, and only one
+    with a clock near a limit is checked entry by entry."""
+    if not raw:
         return
     words = array(I32)
-    words.frombytes(dots)
+    words.frombytes(raw)
     if BIG_ENDIAN_HOST:
         words.byteswap()
-    high = words[4::DOT_WORDS]  # a dot's words: replica, counter (2), clock (low, high)
+    size = entry.size // 4
+    high = words[size - 1 :: size]  # a clock's words are the entry's last two (low, high)
     if MIN_CLOCK_MS >> 32 < min(high) and max(high) < MAX_CLOCK_MS >> 32:
         return
-    for _, _, at in DOT.iter_unpack(dots):
+    for *_, at in entry.iter_unpack(raw):
         check_clock(at, where)
 
 
@@ -121,7 +123,8 @@ class ColumnTable:
     """One column of a section: a length per record and the values' UTF-8, concatenated."""
 
     __slots__ = (
-        "name", "lengths", "data", "overrides", "ascii", "present", "_starts", "_blocks", "_looked"
+        "name", "lengths", "data", "overrides", "ascii", "present", "_starts", "_blocks", "_looked",
+        "edit_rows",
     )
 
     def __init__(self, column: Any, count: int, where: str) -> None:
@@ -131,15 +134,23 @@ class ColumnTable:
         self.overrides: bytes = column.overrides
         absent = absent_count(column.lengths)
         self.present = count - absent
-        # The lengths must add up to the data: checked in C, without walking the records.
-        if sum(self.lengths) - absent * ABSENT != len(self.data):
-            raise CorruptSection(f"the lengths in column {self.name!r} of {where} do not add up")
         self.ascii = self.data.isascii()
         self._starts: list[int] | None = None
         self._blocks: list[int] | None = None
         self._looked = 0  # starts found from the block table so far
+        # The lengths must add up to the data: checked in C, without walking the records (the
+        # UTF-8 check of a column that is not ASCII works out every start: their last, then).
+        if self.ascii or not count:
+            total = sum(self.lengths) - absent * ABSENT
+        else:
+            last = self.lengths[-1]
+            total = self.starts()[-1] + (0 if last == ABSENT else last)
+        if total != len(self.data):
+            raise CorruptSection(f"the lengths in column {self.name!r} of {where} do not add up")
         if not self.ascii:
             self.check_utf8(where)
+        # The record index of each override -> its place among them; None: no override.
+        self.edit_rows: dict[int, int] | None = None
 
     def check_utf8(self, where: str) -> None:
         """Valid UTF-8 as a whole, and no value starting inside a character: then every value
@@ -260,11 +271,18 @@ class SectionTable:
         names = [c.name for c in self.columns]
         if len(set(names)) != len(names):
             raise CorruptSection(f"a column appears twice in {where}")
-        self.edits = self.read_edits(where)  # the overrides as read, by record index
-        chunks = map(itemgetter(0), ID.iter_unpack(self.ids))  # each id's 16 bytes
-        self.positions: dict[bytes, int] = dict(zip(chunks, range(self.count), strict=True))
-        if len(self.positions) != self.count:
-            raise CorruptSection(f"a record id appears twice (in {where})")
+        self.check_overrides(where)
+        self._edits: dict[int, dict[str, Dot]] | None = None  # made when every one is asked for
+        self.shared: dict[bytes, Dot] = {}  # one Dot per write (its bytes), as in memory
+        # Each id's 16 bytes.  A writer sorts a section's records by id (equal pipelines give
+        # equal bytes): then no id appears twice and an id is found by bisection, with no table
+        # of 100,000 ids to build; ids out of order (another writer) get a dict.
+        self.id_keys: list[bytes] = list(map(itemgetter(0), ID.iter_unpack(self.ids)))
+        self.positions: dict[bytes, int] | None = None
+        if not all(map(lt, self.id_keys, islice(self.id_keys, 1, None))):
+            self.positions = dict(zip(self.id_keys, range(self.count), strict=True))
+            if len(self.positions) != self.count:
+                raise CorruptSection(f"a record id appears twice (in {where})")
         self._id_list: list[str] | None = None
         self.opened = 0  # values decoded one record at a time so far
         self.bulk: list[dict[str, str] | None] | None = None  # every record's, once decoded
@@ -272,28 +290,62 @@ class SectionTable:
         self.walked = False  # every record was made: a listing or an export, which reads all
         self.read_cache: dict[int, dict[str, str]] = {}
 
-    def read_edits(self, where: str) -> dict[int, dict[str, Dot]]:
-        edits: dict[int, dict[str, Dot]] = {}
-        shared: dict[tuple[int, int, int], Dot] = {}  # one Dot per edit, as in memory
-        replicas, count = self.replicas, self.count
+    def check_overrides(self, where: str) -> None:
+        """Every rule for the overrides, on their bytes, a column at a time in C: record and
+        replica indexes in range, one version per field of a record, clocks in the calendar.
+        Their Dots are made when a record is (`edits_at`)."""
         for column in self.columns:
-            name = column.name
-            for index, r, c, at in OVERRIDE.iter_unpack(column.overrides):
-                if index >= count:
-                    raise CorruptSection(f"record index {index} out of range in {where}")
-                edited = edits.setdefault(index, {})
-                if name in edited:
-                    raise CorruptSection(
-                        f"field {name!r} of one record has two versions in {where}"
-                    )
-                found = shared.get((r, c, at))
-                if found is None:
-                    if r >= len(replicas):
-                        raise CorruptSection(f"a replica index in {where} is out of range")
-                    check_clock(at, where)
-                    found = shared[(r, c, at)] = Dot(c, replicas[r], at)
-                edited[name] = found
-        return edits
+            raw = column.overrides
+            if not raw:
+                continue
+            words = u32_array(raw)
+            indexes = words[0::OVERRIDE_WORDS]
+            if max(indexes) >= self.count:
+                raise CorruptSection(f"record index {max(indexes)} out of range in {where}")
+            if max(words[1::OVERRIDE_WORDS]) >= len(self.replicas):
+                raise CorruptSection(f"a replica index in {where} is out of range")
+            column.edit_rows = dict(zip(indexes, range(len(indexes)), strict=True))
+            if len(column.edit_rows) != len(indexes):
+                raise CorruptSection(
+                    f"field {column.name!r} of one record has two versions in {where}"
+                )
+            check_clocks(raw, where, OVERRIDE)
+
+    def override_dot(self, column: ColumnTable, row: int) -> Dot:
+        """The Dot of ``column``'s override number ``row`` (one Dot per write)."""
+        at = OVERRIDE.size * row + 4  # past the record index
+        key = column.overrides[at : at + DOT.size]
+        found = self.shared.get(key)
+        if found is None:
+            r, counter, clock = DOT.unpack(key)
+            found = self.shared[key] = Dot(counter, self.replicas[r], clock)
+        return found
+
+    def edits_at(self, index: int) -> dict[str, Dot]:
+        """Record ``index``'s field versions as read (the table's: not to be changed)."""
+        if self._edits is not None:
+            return self._edits.get(index, {})
+        found = {}
+        for column in self.columns:
+            rows = column.edit_rows
+            if rows is not None and (row := rows.get(index)) is not None:
+                found[column.name] = self.override_dot(column, row)
+        return found
+
+    @property
+    def edits(self) -> dict[int, dict[str, Dot]]:
+        """Every record's field versions as read, by record index (made on first use: a
+        listing or an export reads them all, a merge or a sync asks `edits_at` for a few)."""
+        if self._edits is None:
+            edits: dict[int, dict[str, Dot]] = {}
+            for column in self.columns:
+                if column.edit_rows is None:
+                    continue
+                name = column.name
+                for index, row in column.edit_rows.items():
+                    edits.setdefault(index, {})[name] = self.override_dot(column, row)
+            self._edits = edits
+        return self._edits
 
     # -- the records ---------------------------------------------------------------------------
     def id_list(self) -> list[str]:
@@ -307,14 +359,28 @@ class SectionTable:
         return uuid_text(self.ids[16 * index : 16 * index + 16])
 
     def index_of(self, record_id: str) -> int:
-        return self.positions.get(id_bytes(record_id), -1)
+        return self.index_of_key(id_bytes(record_id))
+
+    def index_of_key(self, key: bytes) -> int:
+        """The index of the record whose id is ``key`` (its 16 bytes), or -1."""
+        if self.positions is not None:
+            return self.positions.get(key, -1)
+        index = bisect_left(self.id_keys, key)
+        return index if index < self.count and self.id_keys[index] == key else -1
+
+    def holds_any(self, keys: set[bytes]) -> bool:
+        """Whether a record here has one of the ids ``keys``: each looked up when they are few,
+        else every id here against them (in C)."""
+        if self.positions is None and len(keys) * 32 < self.count:
+            return any(self.index_of_key(key) >= 0 for key in keys)
+        return not keys.isdisjoint(self.id_keys)
 
     def dot_at(self, index: int) -> Dot:
         r, counter, at = DOT.unpack_from(self.dots, DOT.size * index)
         return Dot(counter, self.replicas[r], at)
 
     def record(self, index: int) -> Record:
-        edits = self.edits.get(index)
+        edits = self.edits_at(index)
         return Record(
             self.kind, self.id_at(index), None, self.dot_at(index),
             dict(edits) if edits else None, bool(self.flags[index]), self, index,
@@ -387,7 +453,7 @@ class SectionTable:
             and record.index == index
             and record.deleted == bool(self.flags[index])
             and record.dot == self.dot_at(index)
-            and record.field_dots == self.edits.get(index, {})
+            and record.field_dots == self.edits_at(index)
             and record.id == self.id_at(index)
             and record.kind == self.kind
             and (not record.opened or record.values == self.as_read(index))
@@ -487,7 +553,7 @@ def mentioned_replicas(table: SectionTable, changed: Iterable[int]) -> set[str]:
     by_id = Counter({table.replicas[i]: n for i, n in counts.items()})
     for index in changed:
         by_id[table.dot_at(index).replica] -= 1
-        for dot in table.edits.get(index, {}).values():
+        for dot in table.edits_at(index).values():
             by_id[dot.replica] -= 1
     return {replica for replica, n in by_id.items() if n > 0}
 
@@ -547,7 +613,7 @@ def field_changes(
         # A record whose values were never opened still has the values read.
         if record.opened or record.source is not table or record.index != i:
             differences(texts, i, table.as_read(i), record.values)
-        differences(versions, i, table.edits.get(i, {}), record.field_dots)
+        differences(versions, i, table.edits_at(i), record.field_dots)
     return texts, versions
 
 

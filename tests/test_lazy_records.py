@@ -9,23 +9,25 @@ from __future__ import annotations
 
 import copy
 import shutil
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from helpers import desktop_file, salesmgr
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
-from strategies import dots, field_names, pipelines, records, texts, uuids
+from strategies import dots, field_names, pipelines, records, sealed, texts, uuids
 
 from salesmgr import storage
-from salesmgr.errors import ValidationError
+from salesmgr.errors import PipelineFileError, ValidationError
 from salesmgr.merge.engine import merge_files
 from salesmgr.model.pipeline import Dot, Pipeline, Record
 from salesmgr.model.record_table import RecordTable, open_values
 from salesmgr.plugin.manager import get_registry
-from salesmgr.plugins.pipeline_codec import PipelineCodecV1
+from salesmgr.plugins.pipeline_codec import Body, PipelineCodecV1
 from salesmgr.plugins.section_table import (
+    DOT,
     OVERRIDE,
     OVERRIDE_WORDS,
     absent_count,
@@ -326,3 +328,55 @@ def test_records_created_after_what_a_peer_knows_are_found_from_the_bytes(
     assert [r.id for r in read.changed_since(since)] == [
         r.id for r in pipeline.records.values() if r.unseen_by(since)
     ]
+
+
+def section_of(kind: str, ids: list[str]) -> dict[str, Any]:
+    """A section of records with no values, in the order given, record n created by write n+1."""
+    return {
+        "kind": kind, "count": len(ids), "ids": bytes.fromhex("".join(ids).replace("-", "")),
+        "flags": bytes(len(ids)), "dots": b"".join(DOT.pack(0, n + 1, 0) for n in range(len(ids))),
+        "column_count": 0, "columns": [],
+    }
+
+
+CLASHES = ("none", "in a section", "in two sections")
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(uuids, min_size=1, max_size=100, unique=True), st.integers(1, 100),
+       st.booleans(), st.sampled_from(CLASHES))
+@example(ids=[str(uuid.UUID(int=n + 1)) for n in range(80)], split=79, in_order=True,
+         clash="in two sections")  # few ids elsewhere: each looked up in the big section
+def test_records_are_found_by_id_in_id_order_or_not_and_an_id_twice_is_refused(
+    ids: list[str], split: int, in_order: bool, clash: str
+) -> None:
+    """A writer sorts a section's records by id, and a reader finds an id there by bisection; a
+    file from a writer that did not sort them is read all the same, every record found by its
+    id.  Either way an id written twice in a section, or in two sections, is refused."""
+    deals, calls = sorted(ids[:split], reverse=not in_order), ids[split:][:3]
+    if clash == "in a section":
+        deals = [*deals, deals[0]]
+    elif clash == "in two sections":
+        calls = [*calls, deals[-1]]
+    body = Body.build({
+        "pipeline_id": bytes(16), "replica": 0, "name": "", "owner": "", "currency": "",
+        "home": "", "replica_count": 1, "replicas": bytes(16), "knowledge_count": 0,
+        "knowledge": b"", "peer_count": 0, "peers": [], "extra_count": 0, "extra": [],
+        "section_count": 2,
+        "sections": [section_of("activity", calls), section_of("opportunity", deals)],
+    })
+    if clash != "none":
+        try:
+            codec.decode(sealed(body), "forged.smgr")
+        except PipelineFileError as refused:
+            assert "appears twice" in str(refused)
+            return
+        raise AssertionError("an id written twice was read")
+    read = codec.decode(sealed(body), "file")
+    for kind, written in (("opportunity", deals), ("activity", calls)):
+        for n, record_id in enumerate(written):
+            record = read.records[record_id]
+            assert (record.kind, record.dot.counter) == (kind, n + 1)
+    assert len(read.records) == len(deals) + len(calls)
+    unknown = next(i for n in range(200) if (i := str(uuid.UUID(int=n))) not in ids)
+    assert unknown not in read.records
