@@ -22,7 +22,7 @@ from strategies import dots, field_names, pipelines, records, sealed, texts, uui
 from salesmgr import storage
 from salesmgr.errors import PipelineFileError, ValidationError
 from salesmgr.merge.engine import merge_files
-from salesmgr.model.pipeline import Dot, Pipeline, Record
+from salesmgr.model.pipeline import MAX_CLOCK_MS, MIN_CLOCK_MS, Dot, Pipeline, Record
 from salesmgr.model.record_table import RecordTable, open_values
 from salesmgr.plugin.manager import get_registry
 from salesmgr.plugins.pipeline_codec import Body, PipelineCodecV1
@@ -30,7 +30,9 @@ from salesmgr.plugins.section_table import (
     DOT,
     OVERRIDE,
     OVERRIDE_WORDS,
+    CorruptSection,
     absent_count,
+    check_clocks,
     renumbered,
     replica_counts,
     spliced_overrides,
@@ -301,6 +303,28 @@ def test_a_columns_versions_are_spliced_as_if_sorted_anew(
     assert spliced_overrides(raw, versions, {"a": 0, "b": 1}) == b"".join(
         OVERRIDE.pack(i, *expected[i]) for i in sorted(expected)
     )
+
+
+calendar_edges = st.sampled_from([MIN_CLOCK_MS, MAX_CLOCK_MS, 0xE600 << 32, 0x1_0000 << 32])
+clocks_any = (st.integers(-(2**63), 2**63 - 1) | st.integers(-(2**45), 2**46)
+              | calendar_edges.flatmap(lambda edge: st.integers(edge - 2**33, edge + 2**33)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(clocks_any, max_size=6), st.booleans())
+def test_clocks_are_checked_on_the_bytes_as_one_by_one(ats: list[int], overrides: bool) -> None:
+    """A section's clocks (of its dots or its overrides) are checked on their high bytes, then
+    their high words, then one by one: a file is refused exactly when a clock lies outside the
+    calendar, naming the first such clock."""
+    entry = OVERRIDE if overrides else DOT
+    raw = b"".join(entry.pack(*([0] * (len(entry.format) - 2)), at) for at in ats)
+    outside = [at for at in ats if not MIN_CLOCK_MS <= at <= MAX_CLOCK_MS]
+    try:
+        check_clocks(raw, "section 'opportunity'", entry)
+    except CorruptSection as refused:
+        assert outside and f"stamped {outside[0]} ms" in str(refused)
+    else:
+        assert not outside
 
 
 small_counters = st.integers(0, 6) | st.just(2**32 - 1) | st.just(2**32)
