@@ -142,9 +142,12 @@ def session(
 
 
 def timed_sync(device: Device | DeviceProcess, desk: Path) -> tuple[SessionResult, float]:
+    """A sync as ``salesmgr sync`` runs it: the desktop reads its file once the device proved
+    itself (`DesktopSession.opening`), merges, saves and sends back."""
     started = time.perf_counter()
     result = device.session(
-        lambda s: s.sync(storage.load(desk), save=lambda p: storage.save(p, desk))
+        lambda s: s.sync(s.opening(lambda: storage.load(desk)),
+                         save=lambda p: storage.save(p, desk))
     )
     return result, time.perf_counter() - started
 

@@ -187,17 +187,25 @@ def sync_device(
     }
     try:
         with storage.exclusive(file):
-            desktop = open_pipeline(file)
             box = drop_box(config, url, secret, timeout)
             if box is not None:
                 try:
-                    return box.sync(desktop, **how)
+                    return box.sync(open_pipeline(file), **how)
                 finally:
                     box.mailbox.close()
+            # A pipeline that is not there is reported before any device is reached (the
+            # store reads it to say what is wrong); one that is, is read while the device
+            # reads its own (`DesktopSession.opening`).
+            read_now = open_pipeline(file) if storage.version_of(file) is None else None
             link, secret, timeout = connect(config, url, secret, timeout, "--from")
             try:
+                session = DesktopSession(link, secret, timeout=timeout)
+                desktop = (
+                    read_now if read_now is not None
+                    else session.opening(lambda: open_pipeline(file))
+                )
                 with watch(link, desktop):
-                    result = DesktopSession(link, secret, timeout=timeout).sync(desktop, **how)
+                    result = session.sync(desktop, **how)
             finally:
                 link.close()
             return [result]

@@ -11,7 +11,14 @@ from typing import Any, TypeAlias
 import pytest
 
 from salesmgr import hookimpl, storage
-from salesmgr.errors import ErrorCode, MergeError, PeerError, SalesmgrError, SyncError
+from salesmgr.errors import (
+    ErrorCode,
+    MergeError,
+    PeerError,
+    PipelineFileError,
+    SalesmgrError,
+    SyncError,
+)
 from salesmgr.model.pipeline import Pipeline
 from salesmgr.plugin.manager import get_registry
 from salesmgr.sync import batches
@@ -504,6 +511,45 @@ def test_the_device_reads_its_file_while_open_crosses_the_line(
     assert ok(desk).committed and ok(dev).committed
     assert order.index("PROOF") < order.index("device read") < order.index("OPEN")
     assert companies(store.pipeline) == companies(desktop.pipeline)
+
+
+def test_the_desktop_reads_its_pipeline_while_the_device_reads_its_own(
+    evening: tuple[Desktop, MemoryStore],
+) -> None:
+    """`DesktopSession.opening`: the pairing is proved first, so the device starts on its
+    file while the desktop reads its own, instead of after it."""
+    desktop, store = evening
+    order: list[str] = []
+    device = ReadNoted(store, order)
+
+    def read_desktop() -> Pipeline:
+        assert device.read.wait(2), "the device had not started reading its file"
+        order.append("desktop read")
+        return desktop.pipeline
+
+    desk, dev = run(
+        lambda s: s.sync(s.opening(read_desktop), save=desktop.save), device,
+        links=watched_pair(order),
+    )
+    assert ok(desk).committed and ok(dev).committed
+    assert order.index("PROOF") < order.index("device read") < order.index("desktop read")
+    assert order.index("desktop read") < order.index("OPEN")
+    assert companies(store.pipeline) == companies(desktop.pipeline)
+
+
+def test_a_desktop_pipeline_that_cannot_be_read_ends_the_session_and_the_device_is_told(
+    evening: tuple[Desktop, MemoryStore],
+) -> None:
+    _, store = evening
+    saves = store.saves
+
+    def unreadable() -> Pipeline:
+        raise PipelineFileError("desk.smp", "checksum mismatch: the file is damaged")
+
+    desk, dev = run(lambda s: s.sync(s.opening(unreadable), save=lambda _: None), store)
+    assert isinstance(desk, PipelineFileError) and "checksum mismatch" in str(desk)
+    assert isinstance(dev, PeerError) and "checksum mismatch" in str(dev)
+    assert store.saves == saves
 
 
 def test_the_device_collects_what_a_normal_sync_pulls_while_the_pull_crosses_the_line(

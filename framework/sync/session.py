@@ -6,7 +6,8 @@ shared with the mailbox carrier.  The order of the steps is what makes a cable p
 harmless (docs/protocol.md has the diagrams):
 
 1. HELLO / CHALLENGE / PROOF: both ends prove they know the pairing secret; from then on every
-   message is sealed with a session key.
+   message is sealed with a session key.  Then each end reads its pipeline, at the same time
+   (`DesktopSession.opening`).
 2. OPEN / STATE: the desktop names the pipeline and what it knows; the device answers with what
    it holds and what it knows.  A wrong pipeline, or a load onto unsynced changes, stops here.
 3. PULL, then the device's BATCHes and DELTA_END: only the writes the desktop lacks (a slow sync
@@ -90,7 +91,7 @@ class _Session:
             self.channel.fail(error)
             raise
         finally:
-            self.result.seconds = time.monotonic() - started
+            self.result.seconds += time.monotonic() - started  # the opening, then the rest
             self.result.bytes_sent = self.link.bytes_sent
             self.result.bytes_received = self.link.bytes_received
         return self.result
@@ -104,6 +105,8 @@ class DesktopSession(_Session):
 
     side = "desktop"
     peer = "device"
+    _greeted = False  # the handshake is done (`opening` does it before the pipeline is read)
+    _opened: Pipeline
 
     def sync(
         self,
@@ -130,10 +133,29 @@ class DesktopSession(_Session):
         self.result.mode = self.events.mode = "load"
         return self._run(lambda: self._load(desktop))
 
+    def opening(self, open_pipeline: Callable[[], Pipeline]) -> Pipeline:
+        """Prove the pairing both ways (HELLO / CHALLENGE / PROOF), then ``open_pipeline()``.
+
+        The device reads its own file as soon as the desktop has proved itself, so the two
+        files are read at the same time instead of one after the other (on 100,000 records,
+        each read is a fifth of a sync).  A pipeline that cannot be opened is an error of this
+        end: the device is told why, as for any failure."""
+        def greet_then_open() -> None:
+            self._greet()
+            self._opened = open_pipeline()
+
+        self._run(greet_then_open)
+        return self._opened
+
+    def _greet(self) -> None:
+        if not self._greeted:
+            auth.desktop_handshake(self.channel, self.secret, SOFTWARE, binding_of(self.link),
+                                   lambda peer: self.events("hello", peer_software=peer))
+            self._greeted = True
+
     def _open(self, mode: Mode, desktop: Pipeline, dry_run: bool) -> State:
         channel = self.channel
-        auth.desktop_handshake(channel, self.secret, SOFTWARE, binding_of(self.link),
-                               lambda peer: self.events("hello", peer_software=peer))
+        self._greet()
         channel.send(
             Open(
                 mode,
