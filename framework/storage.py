@@ -115,25 +115,32 @@ def settle_home(pipeline: Pipeline, here: str) -> bool:
     return True
 
 
+# A header entry, and what makes its value of the file written without it (`Codec.write_signed`).
+Signer = tuple[str, Callable[[Callable[[IO[bytes]], None]], str]]
+
+
 def save(
     pipeline: Pipeline,
     path: str | os.PathLike[str],
     registry: Registry | None = None,
     *,
     backup: bool = True,
-    encoder: Callable[[Pipeline], bytes] | None = None,
+    signed: Signer | None = None,
 ) -> None:
     """Replace ``path`` atomically (temporary file, fsync, rename), keeping the old one as .bak.
 
-    The codec writes the file straight into the temporary file (`Codec.write`).  ``encoder``
-    turns the pipeline into the file's bytes when the plain codec will not do (a paired device
-    seals its file: `salesmgr.sync.wire.auth.sealed_file`)."""
+    The codec writes the file straight into the temporary file (`Codec.write`); ``signed``,
+    a header entry and what computes it from the file without it, makes it sign the file
+    (a paired device seals its file: `salesmgr.sync.wire.auth.sealing`)."""
     pipeline.home = home_of(path)
-    if encoder is not None:
-        write_atomic(path, encoder(pipeline), backup=backup)
-    else:
-        codec = (registry or get_registry()).writer_codec()
+    codec = (registry or get_registry()).writer_codec()
+    if signed is None:
         write_atomic(path, partial(codec.write, pipeline), backup=backup)
+    else:
+        entry, sign = signed
+        write_atomic(
+            path, partial(codec.write_signed, pipeline, entry=entry, sign=sign), backup=backup
+        )
     pipeline.forked_from = ""  # the file holds its identity now
 
 

@@ -22,6 +22,7 @@ import zlib
 from array import array
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from io import BufferedIOBase
 from itertools import filterfalse
 from operator import attrgetter
@@ -145,6 +146,39 @@ def cyclic_gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+@contextmanager
+def what_version_1_cannot_hold() -> Iterator[None]:
+    """Text with lone surrogates, a counter beyond 64 bits: a ValidationError that says so."""
+    try:
+        yield
+    except UnicodeEncodeError as problem:
+        raise ValidationError(
+            f"cannot save: text {problem.object[:40]!r} is not valid Unicode"
+        ) from None
+    except struct.error as problem:
+        raise ValidationError(
+            f"cannot save: a version number is out of range ({problem})"
+        ) from None
+
+
+def extra_fields(extra: dict[str, str]) -> dict[str, Any]:
+    """The header entries' fields of the ``Body`` declaration."""
+    return {
+        "extra_count": len(extra),
+        "extra": [{"key": k, "value": v} for k, v in sorted(extra.items())],
+    }
+
+
+class Discard:
+    """A stream that keeps nothing (what a CRC is computed over and thrown away)."""
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+
+DISCARD: Any = Discard()
 
 
 class PipelineCodecV1(Codec):
@@ -313,32 +347,51 @@ class PipelineCodecV1(Codec):
 
     def write(self, pipeline: Pipeline, stream: IO[bytes]) -> None:
         """Write the file (`encode`'s bytes) to ``stream`` as it is built, never whole in
-        memory: the body's size is counted first (a pass over the declaration that copies
-        nothing), then the envelope goes out with room for its CRC, the body straight after it
-        with the CRC computed as it goes, and the CRC in its place.
+        memory (see `write_fields`).
 
         Raises ValidationError, before a byte is written, for what version 1 cannot hold (see
         `encode`); OSError as ``stream`` raises it."""
-        try:
-            fields = self.body_fields(pipeline)
-            counted = ChecksumWriter()
+        self.write_fields(self.body_fields(pipeline), stream)
+
+    def write_signed(
+        self,
+        pipeline: Pipeline,
+        stream: IO[bytes],
+        entry: str,
+        sign: Callable[[Callable[[IO[bytes]], None]], str],
+    ) -> None:
+        """`Codec.write_signed`: the records are spliced once, for both the file that is
+        signed and the file that is written (a paired device's save encoded them twice)."""
+        fields = self.body_fields(pipeline)
+        extra = {k: v for k, v in pipeline.extra.items() if k != entry}
+        value = sign(partial(self.write_fields, {**fields, **extra_fields(extra)}))
+        pipeline.extra[entry] = extra[entry] = value
+        self.write_fields({**fields, **extra_fields(extra)}, stream)
+
+    @staticmethod
+    def write_fields(fields: dict[str, Any], stream: IO[bytes]) -> None:
+        """Write the file of ``fields`` (the ``Body`` declaration's) to ``stream`` as it is
+        built: a first pass over the declaration counts the body without keeping a byte, then
+        the envelope goes out, then the body, its CRC computed as it goes and written into the
+        envelope last.  A stream that cannot seek back (a MAC fed the file) is given the CRC
+        in order instead, from one more counting pass."""
+        counted = ChecksumWriter()
+        with what_version_1_cannot_hold():
             Body.build_stream(fields, counted)
-        except UnicodeEncodeError as problem:
-            raise ValidationError(
-                f"cannot save: text {problem.object[:40]!r} is not valid Unicode"
-            ) from None
-        except struct.error as problem:
-            raise ValidationError(
-                f"cannot save: a version number is out of range ({problem})"
-            ) from None
         length = counted.length
         if length > MAX_BODY:
             raise ValidationError(f"cannot save: {length} bytes is too large for one file")
         head = Envelope.build(
             {"major": MAJOR, "minor": MINOR, "flags": 0, "body_length": length, "crc32": 0}
         )[:CRC_COVERS]
-        start = stream.tell()
-        stream.write(head + bytes(ENVELOPE_SIZE - CRC_COVERS))
+        in_order = not stream.seekable()
+        if in_order:
+            checked = ChecksumWriter(DISCARD, zlib.crc32(head))
+            Body.build_stream(fields, checked)
+            stream.write(head + struct.pack("<I", checked.crc))
+        else:
+            start = stream.tell()
+            stream.write(head + bytes(ENVELOPE_SIZE - CRC_COVERS))
         body = ChecksumWriter(stream, zlib.crc32(head))
         try:
             Body.build_stream(fields, body)
@@ -347,13 +400,18 @@ class PipelineCodecV1(Codec):
                 raise
         if body.failure is not None:
             raise body.failure
-        stream.seek(start + CRC_COVERS)
-        stream.write(struct.pack("<I", body.crc))
-        stream.seek(start + ENVELOPE_SIZE + length)
+        if not in_order:
+            stream.seek(start + CRC_COVERS)
+            stream.write(struct.pack("<I", body.crc))
+            stream.seek(start + ENVELOPE_SIZE + length)
 
     def body_fields(self, pipeline: Pipeline) -> dict[str, Any]:
         """The fields of the ``Body`` declaration for ``pipeline``: the sections read from a
-        file spliced, the others encoded."""
+        file spliced, the others encoded.  Raises ValidationError (see `encode`)."""
+        with what_version_1_cannot_hold():
+            return self.unchecked_body_fields(pipeline)
+
+    def unchecked_body_fields(self, pipeline: Pipeline) -> dict[str, Any]:
         sections, plans = self.plan(pipeline)
         replicas = self.replicas_of(pipeline, sections, plans)
         index = {rid: i for i, rid in enumerate(replicas)}
@@ -383,8 +441,7 @@ class PipelineCodecV1(Codec):
                 {"replica": index[r], "entry_count": len(k), "entries": knowledge_bytes(k)}
                 for r, k in sorted(pipeline.peers.items())
             ],
-            "extra_count": len(pipeline.extra),
-            "extra": [{"key": k, "value": v} for k, v in sorted(pipeline.extra.items())],
+            **extra_fields(pipeline.extra),
             "section_count": len(built),
             "sections": built,
         }

@@ -6,7 +6,7 @@ The core talks to every plugin through these; it never names a particular one.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from contextlib import AbstractContextManager
 from io import BufferedIOBase
 from pathlib import Path
@@ -55,6 +55,28 @@ class Codec:
         writes it does (the built-in one: no copy of the file is made in memory); by default
         `encode`'s bytes are written."""
         stream.write(self.encode(pipeline))
+
+    def write_signed(
+        self,
+        pipeline: Pipeline,
+        stream: IO[bytes],
+        entry: str,
+        sign: Callable[[Callable[[IO[bytes]], None]], str],
+    ) -> None:
+        """`write` the file with header entry ``entry`` (`Pipeline.extra`) set to what
+        ``sign`` makes of the file without that entry (a paired replica's seal): ``sign`` is
+        handed a function that writes that file into the stream it is given (one that need
+        not seek).  The entry is set on ``pipeline`` too.  By default the file is encoded
+        twice; a codec that can build both from one encoding of the records does."""
+        extra = pipeline.extra
+        claimed = extra.pop(entry, None)
+        try:
+            unsigned = self.encode(pipeline)
+        finally:
+            if claimed is not None:
+                extra[entry] = claimed
+        extra[entry] = sign(lambda out: out.write(unsigned))
+        self.write(pipeline, stream)
 
     @property
     def name(self) -> str:

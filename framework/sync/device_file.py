@@ -54,8 +54,5 @@ class DeviceFile:
         return pipeline
 
     def save(self, pipeline: Pipeline) -> None:
-        secret = self.secret
-        seal = None if secret is None else (
-            lambda p: auth.sealed_file(p, secret, self.registry)
-        )
-        storage.save(pipeline, self.path, self.registry, encoder=seal)
+        signed = None if self.secret is None else auth.sealing(self.secret)
+        storage.save(pipeline, self.path, self.registry, signed=signed)

@@ -26,13 +26,14 @@ import math
 import secrets
 import time
 from collections.abc import Callable
+from functools import partial
 from hashlib import sha256
-from typing import Protocol, TypeVar
+from typing import IO, Protocol, TypeVar, cast
 
 from salesmgr import storage
 from salesmgr.errors import ConfigError, ErrorCode, SessionError, SyncError
 from salesmgr.model.pipeline import Pipeline
-from salesmgr.plugin.manager import Registry
+from salesmgr.plugin.manager import Registry, get_registry
 from salesmgr.sync.wire.protocol import NONCE_SIZE, Challenge, Hello, Message, Proof
 
 DEVICE_LABEL = b"salesmgr device proof\x00"
@@ -142,15 +143,43 @@ def seal_key(secret: bytes) -> bytes:
     return hmac.new(secret, SEAL_LABEL, sha256).digest()
 
 
+class _Mac:
+    """A stream that feeds what is written to it to a MAC, keeping nothing."""
+
+    def __init__(self, key: bytes) -> None:
+        self.mac = hmac.new(key, digestmod=sha256)
+
+    def write(self, data: bytes) -> int:
+        self.mac.update(data)
+        return len(data)
+
+    def seekable(self) -> bool:
+        return False
+
+
+def sealing(secret: bytes) -> storage.Signer:
+    """The seal, for `storage.save`: header entry ``seal``, HMAC-SHA256 under `seal_key` of
+    the file as it is written without that entry, fed to the MAC as it is built."""
+    key = seal_key(secret)
+
+    def seal(write_unsealed: Callable[[IO[bytes]], None]) -> str:
+        sink = _Mac(key)
+        write_unsealed(cast(IO[bytes], sink))
+        return sink.mac.hexdigest()
+
+    return SEAL_ENTRY, seal
+
+
 def _seal_of(pipeline: Pipeline, secret: bytes, registry: Registry | None) -> str:
     """The seal of ``pipeline`` as it would be written without a ``seal`` entry."""
+    _, seal = sealing(secret)
+    codec = (registry or get_registry()).writer_codec()
     claimed = pipeline.extra.pop(SEAL_ENTRY, None)
     try:
-        unsealed = storage.encode(pipeline, registry)
+        return seal(partial(codec.write, pipeline))
     finally:
         if claimed is not None:
             pipeline.extra[SEAL_ENTRY] = claimed
-    return hmac.new(seal_key(secret), unsealed, sha256).hexdigest()
 
 
 def sealed_file(pipeline: Pipeline, secret: bytes, registry: Registry | None = None) -> bytes:
