@@ -26,6 +26,7 @@ from salesmgr.errors import PipelineFileError, ValidationError
 from salesmgr.merge.engine import merge_files
 from salesmgr.model.pipeline import MAX_CLOCK_MS, MIN_CLOCK_MS, Dot, Pipeline, Record
 from salesmgr.model.record_table import RecordTable, open_values
+from salesmgr.plugin.interfaces import Codec
 from salesmgr.plugin.manager import get_registry
 from salesmgr.plugins.pipeline_codec import Body, PipelineCodecV1
 from salesmgr.plugins.section_table import (
@@ -243,6 +244,24 @@ def test_a_signed_file_is_signed_over_the_file_without_its_entry(
     unsigned.extra["seal"] = hashlib.sha256(expected).hexdigest()
     assert out.getvalue() == whole(unsigned)
     assert read.extra["seal"] == unsigned.extra["seal"]
+
+
+def test_a_codec_without_its_own_signed_write_signs_the_same_bytes(tmp_path: Path) -> None:
+    """The default `Codec.write_signed` (encode without the entry, sign, write) is what the
+    built-in codec's one-encoding write must equal."""
+    pipeline = storage.load(desktop_file(tmp_path, count=40))
+    pipeline.extra["seal"] = "an older seal"
+
+    def sign(write_unsigned: Any) -> str:
+        sink = Unseekable()
+        write_unsigned(sink)
+        return hashlib.sha256(sink.data).hexdigest()
+
+    by_default, built_in = io.BytesIO(), io.BytesIO()
+    Codec.write_signed(codec, copy.deepcopy(pipeline), by_default, "seal", sign)
+    codec.write_signed(pipeline, built_in, "seal", sign)
+    assert by_default.getvalue() == built_in.getvalue()
+    assert codec.decode(built_in.getvalue(), "signed").extra["seal"] == pipeline.extra["seal"]
 
 
 def opened(pipeline: Pipeline) -> int:

@@ -75,7 +75,11 @@ class Codec:
         finally:
             if claimed is not None:
                 extra[entry] = claimed
-        extra[entry] = sign(lambda out: out.write(unsigned))
+
+        def write_unsigned(out: IO[bytes]) -> None:
+            out.write(unsigned)
+
+        extra[entry] = sign(write_unsigned)
         self.write(pipeline, stream)
 
     @property
