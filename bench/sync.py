@@ -13,8 +13,9 @@ are a sync of C changed records moving less than 5% of the file's bytes, and tak
 on loopback (issue 13: the cost follows the changes, not the file).
 
 Then the same evening over the serial cradle (a pseudo-terminal, both ends paced to 115200 baud,
-8N1), timed against the line time of the sync's own messages and of copying the whole file; the
-goal is the delta sync within 1.5x of its messages' line time (the link keeps the line busy).
+8N1, the device again a process of its own), timed against the line time of the sync's own
+messages and of copying the whole file; the goal is the delta sync within 1.5x of its messages'
+line time (the link keeps the line busy).
 """
 
 from __future__ import annotations
@@ -32,13 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from salesmgr import storage
-from salesmgr.emulator.device import DeviceEmulator
 from salesmgr.emulator.process import EmulatorProcess, emulator_command
 from salesmgr.model.pipeline import Pipeline
 from salesmgr.plugin.manager import get_registry
 from salesmgr.sync.device_file import DeviceFile
 from salesmgr.sync.results import SessionResult
 from salesmgr.sync.session import DesktopSession
+from salesmgr.sync.transports import live_transport
 from salesmgr.sync.wire import auth
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -77,53 +78,28 @@ def copy_over_tcp(source: Path, target: Path) -> tuple[int, float]:
     return received[0], elapsed
 
 
-class Device:
-    """The emulator's server loop in a thread on loopback."""
-
-    def __init__(
-        self,
-        path: Path,
-        url: str = "tcp://127.0.0.1:0",
-        listen: dict[str, Any] | None = None,
-        connect: dict[str, Any] | None = None,
-    ) -> None:
-        scheme = "serial" if url == "serial-pty" else url.partition("://")[0]
-        self.transport = get_registry().transport(scheme)
-        self.listener = self.transport.listen(url, listen or {})
-        self.connect_options = connect or {}
-        self.emulator = DeviceEmulator(
-            DeviceFile(path), SECRET, log=lambda _: None, complain=print
-        )
-        self.thread = threading.Thread(target=self.emulator.serve, args=(self.listener,))
-        self.thread.start()
-
-    def session(self, act: Callable[[DesktopSession], SessionResult]) -> SessionResult:
-        return session(self.transport, self.listener.url, self.connect_options, act)
-
-    def stop(self) -> None:
-        self.emulator.stop()
-        self.thread.join()
-        self.listener.close()
-
-
 class DeviceProcess:
     """The emulator as a process of its own (``salesmgr emulator serve``), as a device is a
     machine of its own: in a thread of this process its reading, merging and saving would
     wait for the desktop's on one interpreter lock, which no real sync does.  A paired device
     seals its file, so its file is edited through a sealing `DeviceFile` too."""
 
-    def __init__(self, path: Path, folder: Path) -> None:
+    def __init__(
+        self, path: Path, folder: Path, url: str = "tcp://127.0.0.1:0",
+        baud: int | None = None, connect: dict[str, Any] | None = None,
+    ) -> None:
         self.path = path
         self.emulator = EmulatorProcess(
-            emulator_command(path, "tcp://127.0.0.1:0"), folder, secret=SECRET
+            emulator_command(path, url, baud=baud), folder, secret=SECRET
         )
-        self.transport = get_registry().transport("tcp")
+        self.transport = live_transport(self.emulator.url)
+        self.connect_options = connect or {}
 
     def file(self) -> DeviceFile:
         return DeviceFile(self.path, secret=auth.secret_bytes(SECRET))
 
     def session(self, act: Callable[[DesktopSession], SessionResult]) -> SessionResult:
-        return session(self.transport, self.emulator.url, {}, act)
+        return session(self.transport, self.emulator.url, self.connect_options, act)
 
     def stop(self) -> None:
         self.emulator.stop()
@@ -141,7 +117,7 @@ def session(
         link.close()
 
 
-def timed_sync(device: Device | DeviceProcess, desk: Path) -> tuple[SessionResult, float]:
+def timed_sync(device: DeviceProcess, desk: Path) -> tuple[SessionResult, float]:
     """A sync as ``salesmgr sync`` runs it: the desktop reads its file once the device proved
     itself (`DesktopSession.opening`), merges, saves and sends back."""
     started = time.perf_counter()
@@ -214,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         # baud (8N1), so the time is what a real cradle would take.
         desk.write_bytes(evening[0])
         dev.write_bytes(evening[1])
-        line = {"baud": SERIAL_BAUD, "timeout": 60}
-        cradle = Device(dev, "serial-pty", listen=line, connect={**line, "pace": True})
+        line = {"baud": SERIAL_BAUD, "timeout": 60, "pace": True}
+        cradle = DeviceProcess(dev, Path(folder), "serial-pty", SERIAL_BAUD, line)
         try:
             on_line, line_s = timed_sync(cradle, desk)
         finally:
