@@ -22,6 +22,7 @@ no live peer to rate-limit guesses, so only a strong secret protects them.)
 from __future__ import annotations
 
 import hmac
+import io
 import math
 import secrets
 import time
@@ -186,8 +187,10 @@ def sealed_file(pipeline: Pipeline, secret: bytes, registry: Registry | None = N
     """The bytes of ``pipeline`` as a pipeline file carrying its seal (docs/file-format.md,
     "Seal"): the header entry ``seal`` holds HMAC-SHA256 under `seal_key` of the file as it is
     encoded without that entry."""
-    pipeline.extra[SEAL_ENTRY] = _seal_of(pipeline, secret, registry)
-    return storage.encode(pipeline, registry)
+    out = io.BytesIO()
+    entry, seal = sealing(secret)
+    (registry or get_registry()).writer_codec().write_signed(pipeline, out, entry, seal)
+    return out.getvalue()
 
 
 def seal_problem(pipeline: Pipeline, secret: bytes, registry: Registry | None = None) -> str:
