@@ -99,22 +99,14 @@ class DeviceProcess:
         return DeviceFile(self.path, secret=auth.secret_bytes(SECRET))
 
     def session(self, act: Callable[[DesktopSession], SessionResult]) -> SessionResult:
-        return session(self.transport, self.emulator.url, self.connect_options, act)
+        link = self.transport.connect(self.emulator.url, self.connect_options)
+        try:
+            return act(DesktopSession(link, SECRET))
+        finally:
+            link.close()
 
     def stop(self) -> None:
         self.emulator.stop()
-
-
-def session(
-    transport: Any, url: str, options: dict[str, Any],
-    act: Callable[[DesktopSession], SessionResult],
-) -> SessionResult:
-    """One desktop session with the device at ``url``: ``act`` runs it."""
-    link = transport.connect(url, options)
-    try:
-        return act(DesktopSession(link, SECRET))
-    finally:
-        link.close()
 
 
 def timed_sync(device: DeviceProcess, desk: Path) -> tuple[SessionResult, float]:
