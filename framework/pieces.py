@@ -11,17 +11,26 @@ never sits in memory beside the parts parsed out of it.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable
 from io import BufferedIOBase
 from typing import IO
+
+try:
+    # ISA-L's CRC-32 is zlib's checksum, the same numbers, computed five times faster (folded
+    # with carry-less multiplication): reading and saving a 28 MB pipeline file checksums it
+    # three times, which with zlib's was 60 ms of a 1% merge's 0.9 s.
+    from isal.isal_zlib import crc32
+except ImportError:  # a platform isal has no wheel for
+    from zlib import crc32
+
+__all__ = ["PIECE", "ChecksumWriter", "Window", "crc32", "crc32_of"]
 
 PIECE = 1 << 20  # bytes read at a time when checking a checksum over a large body
 
 
 def crc32_of(stream: BufferedIOBase, length: int, start: int = 0,
              also: Callable[[memoryview], object] | None = None) -> int:
-    """The CRC-32 (``zlib.crc32``, continuing ``start``) of the next ``length`` bytes of
+    """The CRC-32 (`crc32`, zlib's, continuing ``start``) of the next ``length`` bytes of
     ``stream``, read in pieces of at most `PIECE` bytes into one reused buffer; each piece is
     also given to ``also`` (an HMAC's ``update``).  Stops early at the end of the stream (the
     caller's checksum then fails, as for a truncated file)."""
@@ -33,7 +42,7 @@ def crc32_of(stream: BufferedIOBase, length: int, start: int = 0,
         if not got:
             break
         piece = buffer[:got]
-        crc = zlib.crc32(piece, crc)
+        crc = crc32(piece, crc)
         if also is not None:
             also(piece)
         left -= got
@@ -66,7 +75,7 @@ class Window:
         data = self.stream.read(size) if size > 0 else b""
         new = at + len(data) - self.seen
         if new > 0:
-            self.crc = zlib.crc32(memoryview(data)[len(data) - new :], self.crc)
+            self.crc = crc32(memoryview(data)[len(data) - new :], self.crc)
             self.seen += new
         return data
 
@@ -111,6 +120,6 @@ class ChecksumWriter:
             except OSError as problem:
                 self.failure = problem
                 return 0
-            self.crc = zlib.crc32(data, self.crc)
+            self.crc = crc32(data, self.crc)
         self.length += len(data)
         return len(data)

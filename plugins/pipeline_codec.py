@@ -18,7 +18,6 @@ from __future__ import annotations
 import gc
 import io
 import struct
-import zlib
 from array import array
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,7 +33,7 @@ from construct import this
 from salesmgr.errors import PipelineFileError, ValidationError
 from salesmgr.model.pipeline import Pipeline, Record
 from salesmgr.model.record_table import GONE, RecordTable
-from salesmgr.pieces import ChecksumWriter, Window, crc32_of
+from salesmgr.pieces import ChecksumWriter, Window, crc32, crc32_of
 from salesmgr.plugin.hookspecs import hookimpl
 from salesmgr.plugin.interfaces import Codec
 from salesmgr.plugins.section_table import (
@@ -206,7 +205,7 @@ class PipelineCodecV1(Codec):
         head = stream.read(ENVELOPE_SIZE)
         env = self.open_envelope(head, size, source)
         length = int(env.body_length)
-        covered = zlib.crc32(head[:CRC_COVERS])
+        covered = crc32(head[:CRC_COVERS])
         if crc32_of(stream, length, covered) != env.crc32:
             raise PipelineFileError(source, "checksum mismatch: the file is damaged")
         if env.flags:
@@ -386,13 +385,13 @@ class PipelineCodecV1(Codec):
         )[:CRC_COVERS]
         in_order = not stream.seekable()
         if in_order:
-            checked = ChecksumWriter(DISCARD, zlib.crc32(head))
+            checked = ChecksumWriter(DISCARD, crc32(head))
             Body.build_stream(fields, checked)
             stream.write(head + struct.pack("<I", checked.crc))
         else:
             start = stream.tell()
             stream.write(head + bytes(ENVELOPE_SIZE - CRC_COVERS))
-        body = ChecksumWriter(stream, zlib.crc32(head))
+        body = ChecksumWriter(stream, crc32(head))
         try:
             Body.build_stream(fields, body)
         except cs.StreamError:

@@ -38,7 +38,6 @@ import secrets
 import struct
 import threading
 import time
-import zlib
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from typing import Protocol
 from cobs import cobs
 
 from salesmgr.errors import AcceptTimeout, SyncError
+from salesmgr.pieces import crc32
 from salesmgr.sync.wire.limits import MAX_MESSAGE  # the protocol's cap, as for tcp://
 
 VERSION = 1
@@ -97,7 +97,7 @@ class Frame:
 def encode_frame(frame: Frame, session: int) -> bytes:
     """The frame's bytes on the line, delimiters included; SYN frames use session 0."""
     body = HEADER.pack(frame.kind, frame.seq, frame.ack, frame.tx, frame.sack) + frame.payload
-    return b"\x00" + cobs.encode(body + CRC.pack(zlib.crc32(body, session))) + b"\x00"
+    return b"\x00" + cobs.encode(body + CRC.pack(crc32(body, session))) + b"\x00"
 
 
 def decode_frame(stuffed: bytes, session: int) -> Frame | None:
@@ -114,7 +114,7 @@ def decode_frame(stuffed: bytes, session: int) -> Frame | None:
     (crc,) = CRC.unpack_from(body, len(body) - CRC.size)
     content = body[: -CRC.size]
     kind = body[0]
-    if zlib.crc32(content, session) != crc and not (kind == SYN and zlib.crc32(content) == crc):
+    if crc32(content, session) != crc and not (kind == SYN and crc32(content) == crc):
         return None
     if kind not in KINDS:
         return None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from strategies import opportunity_inputs, pipelines, sample_pipeline, sealed, u
 from salesmgr import storage
 from salesmgr.errors import ValidationError
 from salesmgr.model.pipeline import DELETED, MAX_CLOCK_MS, MIN_CLOCK_MS, Dot, Pipeline, Record
+from salesmgr.pieces import ChecksumWriter, crc32, crc32_of
 from salesmgr.plugin.manager import get_registry
 from salesmgr.plugins import pipeline_codec as v1
 from salesmgr.plugins.pipeline_codec import Body, PipelineCodecV1
@@ -343,3 +346,20 @@ def test_the_documented_example_is_what_the_encoder_writes() -> None:
     assert documented == compiled.encode(pipeline)
     assert f"{len(documented)} bytes" in example
     assert f"`{v1.MAGIC.decode()}`" in doc and f"## Envelope ({v1.ENVELOPE_SIZE} bytes)" in doc
+
+
+@settings(max_examples=200)
+@given(st.binary(max_size=3000), st.integers(0, 2**32 - 1), st.integers(1, 700))
+def test_the_checksum_is_zlibs_crc32_however_it_is_computed(
+    data: bytes, start: int, piece: int
+) -> None:
+    """The format's checksum is zlib's CRC-32 (docs/file-format.md); the faster implementation
+    the reader and writer use gives the same number, whole, continued and in pieces."""
+    expected = zlib.crc32(data, start)
+    assert crc32(data, start) == expected
+    assert crc32(memoryview(data)[piece:], crc32(data[:piece], start)) == expected
+    assert crc32_of(io.BytesIO(data), len(data), start) == expected
+    written = ChecksumWriter(io.BytesIO(), start)
+    for at in range(0, len(data), piece):
+        written.write(data[at : at + piece])
+    assert written.crc == expected

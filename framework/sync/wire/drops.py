@@ -25,7 +25,6 @@ import re
 import secrets
 import struct
 import uuid
-import zlib
 from dataclasses import dataclass, field
 from enum import IntEnum
 from hashlib import sha256
@@ -38,7 +37,7 @@ from construct import this
 from salesmgr import storage
 from salesmgr.errors import DamagedDrop, DropError, ForeignDrop, IncompleteDrop, PipelineFileError
 from salesmgr.model.pipeline import Pipeline, Record
-from salesmgr.pieces import Window, crc32_of
+from salesmgr.pieces import Window, crc32, crc32_of
 from salesmgr.plugin.manager import Registry
 from salesmgr.sync.wire.compiled import CompiledOnUse
 from salesmgr.sync.wire.protocol import (
@@ -475,7 +474,7 @@ def seal(drop: Drop, secret: bytes, registry: Registry | None = None) -> bytes:
     if len(body) > MAX_BODY:
         raise DropError(f"a {drop.kind_name} of {len(body)} bytes is too large to leave")
     nonce = secrets.token_bytes(NONCE_SIZE)
-    header = HEADER.pack(MAGIC, VERSION, int(drop.KIND), 0, nonce, len(body), zlib.crc32(body))
+    header = HEADER.pack(MAGIC, VERSION, int(drop.KIND), 0, nonce, len(body), crc32(body))
     return header + body + hmac.new(drop_key(secret, nonce), header + body, sha256).digest()
 
 

@@ -15,7 +15,6 @@ import hmac
 import io
 import struct
 import uuid
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -26,7 +25,7 @@ import construct as cs
 from construct import this
 
 from salesmgr.errors import ProtocolError, VersionMismatch
-from salesmgr.pieces import Window
+from salesmgr.pieces import Window, crc32
 from salesmgr.sync.wire.compiled import CompiledOnUse
 from salesmgr.sync.wire.limits import (
     HEADER,
@@ -468,7 +467,7 @@ def build(message: Message, seq: int, key: bytes | None = None, version: int = V
         )
     flags = SEALED if key is not None else 0
     header = HEADER.pack(
-        MAGIC, version, int(message.TYPE), flags, seq, len(body), zlib.crc32(body)
+        MAGIC, version, int(message.TYPE), flags, seq, len(body), crc32(body)
     )
     if key is None:
         return header + body
@@ -505,7 +504,7 @@ def parse(data: bytes, key: bytes | None = None, parser: Any = None) -> Received
     # A view, not a copy: checking and parsing a message costs its parsed fields, not the
     # message again (a copy of the body, then of header and body to check the tag).
     body = memoryview(data)[ENVELOPE_SIZE : ENVELOPE_SIZE + length]
-    if zlib.crc32(body) != crc:
+    if crc32(body) != crc:
         raise ProtocolError("damaged message (checksum mismatch)")
     if sealed:
         if key is None:
