@@ -27,8 +27,9 @@ from typing import Any
 from uuid import UUID
 
 from salesmgr import storage
+from salesmgr.gc_paused import cyclic_gc_paused
 from salesmgr.model.pipeline import DELETED, Dot, Pipeline, Record
-from salesmgr.plugins.pipeline_codec import PipelineCodecV1, cyclic_gc_paused
+from salesmgr.plugins.pipeline_codec import PipelineCodecV1
 from salesmgr.plugins.records import ACTIVITY_KINDS, STAGES
 
 COMPANIES = ("Acme", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay", "Stark", "Wayne",

@@ -15,7 +15,6 @@ Writing orders everything, so equal pipelines give equal bytes.
 
 from __future__ import annotations
 
-import gc
 import io
 import struct
 from array import array
@@ -31,6 +30,7 @@ import construct as cs
 from construct import this
 
 from salesmgr.errors import PipelineFileError, ValidationError
+from salesmgr.gc_paused import cyclic_gc_paused
 from salesmgr.model.pipeline import Pipeline, Record
 from salesmgr.model.record_table import GONE, RecordTable
 from salesmgr.pieces import ChecksumWriter, Window, crc32, crc32_of
@@ -132,19 +132,6 @@ RUNS_PAST = "a declared count or length runs past the end of the body"
 
 class CorruptBody(Exception):
     """The body passed its CRC but breaks a rule of the format (a hostile or buggy writer)."""
-
-
-@contextmanager
-def cyclic_gc_paused() -> Iterator[None]:
-    """Building 100,000 records makes hundreds of thousands of containers, none in a cycle; the
-    cyclic collector would otherwise rescan them again and again (decoding took twice as long)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 @contextmanager

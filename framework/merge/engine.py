@@ -14,6 +14,7 @@ from dataclasses import field as default
 from typing import Literal
 
 from salesmgr.errors import MergeError
+from salesmgr.gc_paused import cyclic_gc_paused
 from salesmgr.merge.brake import mass_change
 from salesmgr.merge.duplicates import likely_duplicates
 from salesmgr.merge.report import ConflictEntry, Counts, MergeReport
@@ -188,6 +189,7 @@ def restored_replicas(desktop: Pipeline, device_knowledge: Mapping[str, int],
     return found
 
 
+@cyclic_gc_paused()
 def merge_delta(
     desktop: Pipeline,
     delta: Delta,
@@ -707,6 +709,7 @@ def count_device_side(
             report.to_device.changed += 1
 
 
+@cyclic_gc_paused()
 def apply_delta(device: Pipeline, delta: Delta) -> None:
     """Take the desktop's merged records: the device side of a sync.
 
@@ -742,6 +745,7 @@ def dots_of_all(record: Record) -> Iterable[tuple[str, Dot]]:
     yield DELETED, record.dot_of(DELETED)
 
 
+@cyclic_gc_paused()
 def merge_files(
     desktop: Pipeline,
     device: Pipeline,
