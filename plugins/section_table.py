@@ -147,9 +147,15 @@ class ColumnTable:
         self._starts: list[int] | None = None
         self._blocks: list[int] | None = None
         self._looked = 0  # starts found from the block table so far
-        # The lengths must add up to the data: checked in C, without walking the records (the
-        # UTF-8 check of a column that is not ASCII works out every start: their last, then).
-        if self.ascii or not count:
+        # The lengths must add up to the data: checked in C, without walking the records.  A
+        # full ASCII column sums them a block at a time, which costs little more than summing
+        # them whole and is the table a record's value is then found from (`start`): a merge
+        # opening a few thousand records needs it for every column.  (The UTF-8 check of a
+        # column that is not ASCII works out every start: their last, then.)
+        if self.ascii and not absent:
+            self._blocks = self.block_starts()
+            total = self._blocks[-1]
+        elif self.ascii or not count:
             total = sum(self.lengths) - absent * ABSENT
         else:
             last = self.lengths[-1]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
+import random
 import shutil
 import uuid
 from collections import Counter
@@ -196,6 +197,38 @@ def test_records_opened_together_hold_what_each_holds_opened_alone(
     assert len({id(r.values) for r in records + twins}) == len(records) + len(twins)
     apply(together, data.draw(changes(together)))
     saved_as_whole(together)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(129, 900), st.integers(0, 2**32), st.booleans(), st.floats(0.25, 1))
+def test_values_in_every_block_of_a_large_section_are_found_where_they_are(
+    count: int, seed: int, mixed: bool, share: float
+) -> None:
+    """A reader finds a value from a table of every 128th start (made while the file is read,
+    for a full ASCII column): in a section of several blocks, each record's values, opened
+    alone or together with others, are what decoding the whole section gives; the columns
+    are full or have values missing, ASCII or not."""
+    rng = random.Random(seed)
+    alphabet = "abcXYZ 0123" + ("éß€😀" if mixed else "")
+    replica = str(uuid.UUID(int=1))
+    pipeline = Pipeline(pipeline_id=str(uuid.UUID(int=2)), replica_id=replica)
+    for n in range(count):
+        values = {"full": "".join(rng.choices(alphabet, k=rng.randrange(0, 12)))}
+        if rng.random() < 0.7:  # a column with values missing
+            values["sparse"] = "".join(rng.choices(alphabet, k=rng.randrange(0, 40)))
+        record_id = str(uuid.UUID(int=n + 10))
+        dot = Dot(n + 1, replica, 0)
+        pipeline.records[record_id] = Record("opportunity", record_id, values, dot)
+    raw = codec.encode(pipeline)
+    expected = {rid: r.values for rid, r in pipeline.records.items()}
+    alone, together = codec.decode(raw, "file"), codec.decode(raw, "file")
+    ids = sorted(expected)
+    for record_id in rng.sample(ids, 40):
+        assert alone.records[record_id].values == expected[record_id]
+    picked = rng.sample(ids, int(count * share))
+    records = [together.records[rid] for rid in picked]
+    open_values(records)
+    assert {r.id: r.values for r in records} == {rid: expected[rid] for rid in picked}
 
 
 class Unseekable:
