@@ -8,6 +8,7 @@ its module is imported only when that command runs or shows its help.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import sys
@@ -180,4 +181,10 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``salesmgr`` console script."""
-    cli.main(args=argv, prog_name=PROG)
+    try:
+        cli.main(args=argv, prog_name=PROG)
+    finally:
+        # The process ends here, and Python's exit makes one more full pass of the cyclic
+        # collector over every object still alive (every module, a command's caches), finding
+        # nothing: 30-60 ms of each command.  Frozen, they are only torn down.
+        gc.freeze()
