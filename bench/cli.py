@@ -16,7 +16,8 @@ Measured: ``salesmgr import``, ``salesmgr list`` (tab-separated, ``--stage``, ``
 ``salesmgr merge`` of two copies with 1% of the records changed on each side and with nothing
 changed (and whether that rewrote either file), and the peak memory of reading the file.
 Goals (issue 13): ``list --json`` under 1.5x reading every record, the tab-separated list under
-1.2x; the 1% merge under 1 s; a merge with nothing to do rewrites neither file; reading the file
+1.2x; the 1% merge under 1 s (at 100,000 records; 1 s per 1,000 changed records a side
+above: `bench/goals.py`); a merge with nothing to do rewrites neither file; reading the file
 peaks under 5x its size in memory.  Exit status 1 when a goal is not met.
 """
 
@@ -34,6 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from codec import opportunity_values  # noqa: E402
+from goals import merge_goal, merge_goal_text  # noqa: E402
 from processes import SCRIPT, run_children_as_a_user  # noqa: E402
 
 from salesmgr import storage  # noqa: E402
@@ -61,7 +63,7 @@ read = status("VmHWM:") - before
 sum(len(record.values) for record in pipeline.records.values())
 print(read, status("VmHWM:") - before)
 """
-GOALS = {"json": 1.5, "plain": 1.2, "merge": 1.0, "memory": 5.0}
+GOALS = {"json": 1.5, "plain": 1.2, "memory": 5.0}  # and the merge's: bench/goals.py
 
 
 def timed(argv: list[str], repeat: int, before: object = None) -> float:
@@ -180,8 +182,8 @@ def main() -> int:
          by_goal["json"] / read_all < GOALS["json"], f"{by_goal['json'] / read_all:.2f}x"),
         (f"tab-separated list under {GOALS['plain']}x reading every record",
          by_goal["plain"] / read_all < GOALS["plain"], f"{by_goal['plain'] / read_all:.2f}x"),
-        (f"merge with 1% changed on each side under {GOALS['merge']:.0f} s",
-         by_goal["merge"] < GOALS["merge"], f"{by_goal['merge']:.2f} s"),
+        (f"merge with 1% changed on each side {merge_goal_text(changed)}",
+         by_goal["merge"] < merge_goal(changed), f"{by_goal['merge']:.2f} s"),
         ("a merge with nothing to do rewrites neither file", untouched,
          "neither rewritten" if untouched else "REWRITTEN"),
         (f"peak memory of reading under {GOALS['memory']:.0f}x the file size",
