@@ -12,6 +12,7 @@ import click
 from salesmgr import storage
 from salesmgr.cli.group import PIPELINE, warn
 from salesmgr.cli.views import make_console, output_mode, plain_table, rich_table
+from salesmgr.gc_paused import cyclic_gc_paused
 from salesmgr.merge.resolve import resolve_conflict
 from salesmgr.model.pipeline import Pipeline, Record
 from salesmgr.plugin.manager import get_registry
@@ -57,6 +58,9 @@ def merge_command(
         merge_locked(desktop, device, policy, combine, dry_run, allow_mass_change, as_json)
 
 
+# Reading both files, merging and saving make a few hundred thousand objects, in no cycle; the
+# collector resumes once they are gone, instead of walking them all when the merge is done.
+@cyclic_gc_paused()
 def merge_locked(
     desktop: str, device: str, policy: str, combine: bool, dry_run: bool,
     allow_mass_change: bool, as_json: bool,

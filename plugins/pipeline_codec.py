@@ -184,6 +184,7 @@ class PipelineCodecV1(Codec):
         # A BytesIO shares the bytes it is given: reading from it copies only what is parsed.
         return self.read(io.BytesIO(data), len(data), source)
 
+    @cyclic_gc_paused()  # the parse and the tables make thousands of objects, in no cycle
     def read(self, stream: BufferedIOBase, size: int, source: str) -> Pipeline:
         """The pipeline in the ``size`` bytes of ``stream``, read in bounded pieces: the
         envelope is checked against ``size`` before another byte is read, the CRC is computed
@@ -218,8 +219,7 @@ class PipelineCodecV1(Codec):
                 raise CorruptBody(f"{window.left} unexplained bytes after the body")
             if window.finish() != env.crc32:  # written over in place since the CRC was checked
                 raise PipelineFileError(source, "changed while it was being read; try again")
-            with cyclic_gc_paused():
-                return self.to_pipeline(parsed)
+            return self.to_pipeline(parsed)
         except CorruptBody as corrupt:
             raise PipelineFileError(source, f"corrupt pipeline file: {corrupt}") from None
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from salesmgr.errors import ErrorCode, MassChange, MergeError, SessionError
+from salesmgr.gc_paused import cyclic_gc_paused
 from salesmgr.merge.engine import (
     Delta,
     MergeResult,
@@ -336,6 +337,7 @@ class LocalMerge:
     saved_device: bool = False
 
 
+@cyclic_gc_paused()  # the merge and both saves: copies of records, in no cycle
 def merge_local(
     desktop: Pipeline,
     device: Pipeline,
