@@ -203,15 +203,20 @@ class ColumnTable:
 
     def start_in_block(self, index: int) -> int:
         """Record ``index``'s start from the block table: its block's start plus the lengths
-        before it in the block, summed in C."""
+        before it in the block (`start_after`)."""
         if self._blocks is None:
             self._blocks = self.block_starts()
         block = index // BLOCK
-        before = self.lengths[block * BLOCK : index]
-        size = sum(before)
+        return self.start_after(block * BLOCK, self._blocks[block], index)
+
+    def start_after(self, known: int, known_start: int, index: int) -> int:
+        """Record ``index``'s start from that of record ``known`` (at or before it): plus the
+        lengths between them, summed in C (an absent value's counts 0)."""
+        between = self.lengths[known:index]
+        size = sum(between)
         if self.present != len(self.lengths):
-            size -= before.count(ABSENT) * ABSENT
-        return self._blocks[block] + size
+            size -= between.count(ABSENT) * ABSENT
+        return known_start + size
 
     def block_starts(self) -> list[int]:
         lengths = self.lengths
@@ -232,19 +237,39 @@ class ColumnTable:
         return self.data[start : start + size].decode("ascii" if self.ascii else "utf-8")
 
     def texts_at(self, indexes: Iterable[int]) -> list[str | None]:
-        """The values of records ``indexes``, one column at a time: a merge or a sync opening
-        the records it found changed pays one call per column, not one per value."""
+        """The values of records ``indexes`` (ascending), one column at a time: a merge or a
+        sync opening the records it found changed pays one call per column, not one per value,
+        and each start is found from the one before it when they share a block (a shorter
+        sum than from the block's start)."""
         lengths, data = self.lengths, self.data
         encoding = "ascii" if self.ascii else "utf-8"
-        start = self.start_in_block if self._starts is None else self._starts.__getitem__
         found: list[str | None] = []
+        append = found.append
+        if self._starts is not None:
+            starts = self._starts
+            for index in indexes:
+                size = lengths[index]
+                if size == ABSENT:
+                    append(None)
+                else:
+                    at = starts[index]
+                    append(data[at : at + size].decode(encoding))
+            return found
+        if self._blocks is None:
+            self._blocks = self.block_starts()
+        blocks, start_after = self._blocks, self.start_after
+        known, at = -1, 0  # the last start found: record ``known``'s, ``at``
         for index in indexes:
             size = lengths[index]
             if size == ABSENT:
-                found.append(None)
-            else:
-                at = start(index)
-                found.append(data[at : at + size].decode(encoding))
+                append(None)
+                continue
+            first = index - index % BLOCK
+            if known < first:  # none found yet in this block
+                known, at = first, blocks[index // BLOCK]
+            at = start_after(known, at, index)
+            known = index
+            append(data[at : at + size].decode(encoding))
         return found
 
     def texts(self) -> tuple[list[int] | None, list[str]]:
