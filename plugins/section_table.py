@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from functools import partial
 from itertools import accumulate, compress, islice, repeat
-from operator import gt, itemgetter, lt, mul, not_, sub
+from operator import gt, itemgetter, lt, not_
 from typing import Any
 
 from salesmgr.model.pipeline import MAX_CLOCK_MS, MIN_CLOCK_MS, Dot, Record
@@ -43,6 +43,8 @@ FULL_STARTS_AFTER = 4096  # values read from a column before every start is work
 BATCH_SHARE = 256  # records opened together walk each column when 1 in this many or more
 UNMENTIONED = 0xFFFFFFFF  # the new index of a replica no record mentions any more
 CONTINUATION = bytes(range(0x80, 0xC0))  # UTF-8 bytes that cannot start a character
+# An absent mark (0xFF) to a byte that keeps nothing, any other to one that keeps all 8 bits.
+ABSENT_TO_ZERO = bytes([0xFF] * 255 + [0])
 # The bytes a clock's high word may have as its second byte (little-endian), its upper two 0,
 # for the clock to be certainly in the calendar: (0xE5FF << 32) + 0xFFFFFFFF < MAX_CLOCK_MS.
 LOW_HIGH_CLOCK_BYTES = bytes(range((MAX_CLOCK_MS >> 32) >> 8))
@@ -69,15 +71,34 @@ def id_bytes(record_id: str) -> bytes:
     return bytes.fromhex(record_id.replace("-", ""))
 
 
-def absent_count(raw: bytes) -> int:
-    """How many of the little-endian u32 in ``raw`` are ABSENT (all four bytes 0xFF): the AND of
-    the four byte planes, as big integers, in C.  (``array.count`` compares every number as a
-    Python object, which was a tenth of reading a 100,000-record file.)"""
+def absent_marks(raw: bytes) -> bytes | None:
+    """A byte per little-endian u32 in ``raw``: 0xFF where it is ABSENT (all four bytes 0xFF),
+    another value where it is not; None when none is.  The AND of the four byte planes, as big
+    integers, in C.  (``array.count`` compares every number as a Python object, which was a
+    tenth of reading a 100,000-record file.)"""
     if b"\xff\xff\xff\xff" not in raw:  # a full column, the usual case: one search in C
-        return 0
+        return None
     planes = [int.from_bytes(raw[i::4], "little") for i in range(4)]
     every = planes[0] & planes[1] & planes[2] & planes[3]
-    return every.to_bytes(len(raw) // 4, "little").count(0xFF)
+    return every.to_bytes(len(raw) // 4, "little")
+
+
+def absent_count(raw: bytes) -> int:
+    """How many of the little-endian u32 in ``raw`` are ABSENT (`absent_marks`)."""
+    marks = absent_marks(raw)
+    return 0 if marks is None else marks.count(0xFF)
+
+
+def sizes_of(raw: bytes, marks: bytes) -> array[int]:
+    """The little-endian u32 lengths ``raw`` with each ABSENT (``marks``, `absent_marks`) as 0:
+    a value's size in the column's data.  Done on the four byte planes, in C: summing a block
+    of lengths with ABSENT in it made Python add numbers past 32 bits, one by one."""
+    keep = int.from_bytes(marks.translate(ABSENT_TO_ZERO), "little")
+    zeroed = bytearray(len(raw))
+    for plane in range(4):
+        kept = int.from_bytes(raw[plane::4], "little") & keep
+        zeroed[plane::4] = kept.to_bytes(len(marks), "little")
+    return u32_array(zeroed)
 
 
 def u32_array(raw: bytes | bytearray) -> array[int]:
@@ -133,7 +154,8 @@ class ColumnTable:
     """One column of a section: a length per record and the values' UTF-8, concatenated."""
 
     __slots__ = (
-        "name", "lengths", "data", "overrides", "ascii", "present", "_starts", "_blocks", "_looked"
+        "name", "lengths", "sizes", "data", "overrides", "absent", "ascii", "present", "_starts",
+        "_blocks", "_looked",
     )
 
     def __init__(self, column: Any, count: int, where: str) -> None:
@@ -141,22 +163,24 @@ class ColumnTable:
         self.lengths = u32_array(column.lengths)
         self.data: bytes = column.data
         self.overrides: bytes = column.overrides
-        absent = absent_count(column.lengths)
+        # Which records have no value: a merge finding a start counts them from these bytes.
+        self.absent = absent_marks(column.lengths)
+        absent = 0 if self.absent is None else self.absent.count(0xFF)
         self.present = count - absent
+        # Each value's size in ``data`` (an absent value's is 0): what starts are summed from.
+        self.sizes = self.lengths if self.absent is None else sizes_of(column.lengths, self.absent)
         self.ascii = self.data.isascii()
         self._starts: list[int] | None = None
         self._blocks: list[int] | None = None
         self._looked = 0  # starts found from the block table so far
-        # The lengths must add up to the data: checked in C, without walking the records.  A
-        # full ASCII column sums them a block at a time, which costs little more than summing
-        # them whole and is the table a record's value is then found from (`start`): a merge
+        # The lengths must add up to the data: checked in C, without walking the records.  An
+        # ASCII column sums them a block at a time, which costs little more than summing them
+        # whole and is the table a record's value is then found from (`start`): a merge
         # opening a few thousand records needs it for every column.  (The UTF-8 check of a
         # column that is not ASCII works out every start: their last, then.)
-        if self.ascii and not absent:
+        if self.ascii or not count:
             self._blocks = self.block_starts()
             total = self._blocks[-1]
-        elif self.ascii or not count:
-            total = sum(self.lengths) - absent * ABSENT
         else:
             last = self.lengths[-1]
             total = self.starts()[-1] + (0 if last == ABSENT else last)
@@ -184,10 +208,7 @@ class ColumnTable:
     def starts(self) -> list[int]:
         """Where each record's value starts in ``data``."""
         if self._starts is None:
-            lengths: Iterable[int] = self.lengths
-            if self.present != len(self.lengths):
-                lengths = map(mul, lengths, map(ABSENT.__ne__, lengths))  # absent counts 0
-            self._starts = list(accumulate(lengths, initial=0))[:-1]
+            self._starts = list(accumulate(self.sizes, initial=0))[:-1]
         return self._starts
 
     def start(self, index: int) -> int:
@@ -211,23 +232,14 @@ class ColumnTable:
 
     def start_after(self, known: int, known_start: int, index: int) -> int:
         """Record ``index``'s start from that of record ``known`` (at or before it): plus the
-        lengths between them, summed in C (an absent value's counts 0)."""
-        between = self.lengths[known:index]
-        size = sum(between)
-        if self.present != len(self.lengths):
-            size -= between.count(ABSENT) * ABSENT
-        return known_start + size
+        sizes between them, summed in C."""
+        return known_start + sum(self.sizes[known:index])
 
     def block_starts(self) -> list[int]:
-        lengths = self.lengths
-        count = len(lengths)
+        """The start of every BLOCK-th record's value (and the data's end, last)."""
+        count = len(self.sizes)
         bounds = map(slice, range(0, count, BLOCK), range(BLOCK, count + BLOCK, BLOCK))
-        chunks = list(map(lengths.__getitem__, bounds))
-        sizes: Iterable[int] = map(sum, chunks)
-        if self.present != count:
-            absent = map(mul, map(array.count, chunks, repeat(ABSENT)), repeat(ABSENT))
-            sizes = map(sub, sizes, absent)
-        return list(accumulate(sizes, initial=0))
+        return list(accumulate(map(sum, map(self.sizes.__getitem__, bounds)), initial=0))
 
     def text(self, index: int) -> str | None:
         size = self.lengths[index]

@@ -36,9 +36,11 @@ from salesmgr.plugins.section_table import (
     OVERRIDE_WORDS,
     CorruptSection,
     absent_count,
+    absent_marks,
     check_clocks,
     renumbered,
     replica_counts,
+    sizes_of,
     spliced_overrides,
 )
 
@@ -362,9 +364,15 @@ def test_a_record_without_values_or_source_says_so() -> None:
                           st.integers(0xFFFFFF00, 0xFFFFFFFE)), max_size=64))
 def test_absent_values_are_counted_from_the_length_table_bytes(lengths: list[int]) -> None:
     """A column's "no value" lengths (0xFFFFFFFF) are counted on the bytes, four at a time,
-    never across two lengths (0xFFFFFF00 then 0xFFFFFFFF hold four 0xFF bytes astride)."""
+    never across two lengths (0xFFFFFF00 then 0xFFFFFFFF hold four 0xFF bytes astride); and
+    each value's size in the data is its length, 0 where there is none."""
     raw = b"".join(n.to_bytes(4, "little") for n in lengths)
     assert absent_count(raw) == lengths.count(0xFFFFFFFF)
+    marks = absent_marks(raw)
+    if marks is None:
+        assert 0xFFFFFFFF not in lengths
+    else:
+        assert list(sizes_of(raw, marks)) == [0 if n == 0xFFFFFFFF else n for n in lengths]
 
 
 @settings(max_examples=200, deadline=None)
