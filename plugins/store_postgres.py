@@ -20,7 +20,7 @@ from salesmgr import storage
 from salesmgr.errors import PipelineFileError
 from salesmgr.plugin.hookspecs import hookimpl
 from salesmgr.plugin.interfaces import Store
-from salesmgr.plugins.store_sql import Location, SqlStore, split_slot
+from salesmgr.plugins.store_sql import Location, SqlStore, named, split_slot
 
 PASSWORD = re.compile(r"(://[^:/@]*):[^@/]+@")
 MIGRATION_LOCK = 0x5A1E5  # the advisory lock migrators of one database take
@@ -54,7 +54,7 @@ class PostgresStore(SqlStore):
     def locate(self, address: str) -> Location:
         conninfo, slot = split_slot(address)
         shown = PASSWORD.sub(r"\1:***@", conninfo)
-        return Location(address, conninfo, slot, f"{shown}#{slot}")
+        return Location(address, conninfo, slot, named(shown, address, slot))
 
     @contextmanager
     def connect(self, location: Location, *, create: bool = False) -> Iterator[Any]:

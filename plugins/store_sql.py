@@ -172,6 +172,13 @@ class ConcurrentChange(PipelineFileError):
     """Someone saved the pipeline without holding it (never a salesmgr writer)."""
 
 
+def named(shown: str, address: str, slot: str) -> str:
+    """``shown`` (the database, as a message may show it) with ``#slot`` where ``address`` names
+    a slot: a message names what the user wrote, not the default slot a bare database address
+    stands for (a hub's address names none)."""
+    return f"{shown}#{slot}" if "#" in address else shown
+
+
 def split_slot(address: str) -> tuple[str, str]:
     """``...#emea`` -> (``...``, ``emea``); no fragment -> slot ``main``."""
     rest, sep, slot = address.rpartition("#")

@@ -20,7 +20,7 @@ from salesmgr import storage
 from salesmgr.errors import PipelineFileError
 from salesmgr.plugin.hookspecs import hookimpl
 from salesmgr.plugin.interfaces import Store
-from salesmgr.plugins.store_sql import Location, SqlStore, split_slot
+from salesmgr.plugins.store_sql import Location, SqlStore, named, split_slot
 
 PREFIX = "sqlite://"
 
@@ -42,7 +42,7 @@ class SqliteStore(SqlStore):
         rest, slot = split_slot(address)
         path = path_of(rest)
         real = os.path.realpath(path)
-        return Location(address, real, slot, f"sqlite:///{path}#{slot}")
+        return Location(address, real, slot, named(f"sqlite:///{path}", address, slot))
 
     def local_file(self, address: str) -> Path:
         return Path(self.locate(address).database)

@@ -248,6 +248,17 @@ def test_a_hub_needs_a_database(tmp_path: Path) -> None:
     assert result.exit_code == 3 and "no such database file" in one_error_line(result)
 
 
+def test_a_missing_database_is_named_as_the_user_wrote_it(tmp_path: Path) -> None:
+    """A hub's address names a whole database: the error names it without a pipeline the
+    user never wrote; a pipeline's address keeps the pipeline it names."""
+    database = f"sqlite:///{tmp_path}/none.db"
+    result = salesmgr("hub", "devices", database)
+    assert result.exit_code == 3
+    assert one_error_line(result) == f"salesmgr: {database}: no such database file"
+    result = salesmgr("list", f"{database}#emea")
+    assert one_error_line(result) == f"salesmgr: {database}#emea: no such database file"
+
+
 def test_device_rows_round_trip(database: str) -> None:
     store = storage.store_for(database)
     row = DeviceRow("ana", "p1", ("emea", "apac"), 1, None, None)
